@@ -1,0 +1,37 @@
+"""Rebalance hooks: drop records of partitions moved away, re-index once recovery is done.
+
+Faust's revoke signal names every partition (eager rebalancing), including those that stay;
+only partitions missing from the new assignment are really gone, so pruning waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+
+def install(worker: Worker) -> None:
+    app = worker.app
+    usage_topic = worker.settings.topics.usage
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers narrowly
+    async def prune_moved(sender: Any, *args: Any, signal: Any, **_: Any) -> None:
+        """Forget records of partitions now owned elsewhere; their owner restores them."""
+        assigned: set[TP] = args[0]
+        kept = {tp.partition for tp in assigned if tp.topic == usage_topic}
+        async with worker.lock:
+            data = worker.customers.data
+            moved = [key for key, state in data.items() if state.partition not in kept]
+            for key in moved:
+                data.pop(key, None)
+            worker.index.clear()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # as above
+    async def reindex(sender: Any, *_: Any, signal: Any, **__: Any) -> None:
+        """Recovery may have restored records: index partitions afresh when next asked."""
+        async with worker.lock:
+            worker.index.clear()

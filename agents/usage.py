@@ -1,0 +1,23 @@
+"""The usage agent: batches of `usage-events` messages, folded once per customer per batch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+
+def install(worker: Worker) -> None:
+    settings = worker.settings
+
+    @worker.app.agent(worker.usage_topic, name="usage-ingest")
+    async def ingest_usage(stream: Any) -> None:
+        """Take events in batches; Faust acks them after the body, so offsets trail state."""
+        async for events in stream.take_events(
+            settings.batch_max_events, within=settings.batch_within_seconds
+        ):
+            async with worker.lock:
+                await worker.usage.handle([event.message for event in events])
+
+    worker.agents["usage"] = ingest_usage

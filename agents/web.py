@@ -1,0 +1,25 @@
+"""HTTP views on the worker's web port: Prometheus metrics and health."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+# prometheus_client's CONTENT_TYPE_LATEST names a charset, which aiohttp refuses in content_type.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def install(worker: Worker) -> None:
+    app = worker.app
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(worker.registry), content_type=METRICS_CONTENT_TYPE)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "partitions": sorted(worker.owned_partitions())})

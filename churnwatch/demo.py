@@ -1,0 +1,156 @@
+"""`churnwatch demo`: a real broker, a real worker process, synthetic traffic, a live summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from churnwatch import simulation
+from churnwatch.broker import EmbeddedKafka, ensure_kafka
+from churnwatch.cli import REPO_POM, plan_from, write_planted
+from churnwatch.exceptions import ChurnwatchError
+from churnwatch.logs import configure_logging
+from churnwatch.produce import make_producer, produce_events, send_heartbeats
+from churnwatch.progress import Progress
+from config import Settings, load_settings
+from streams.topics import ensure_topics
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        broker_url=f"kafka://127.0.0.1:{args.port}", web_port=args.web_port
+    )
+    configure_logging(settings.log_format, "WARNING")
+    workdir = settings.cache_dir / "demo"
+    say(f"churnwatch demo: {args.customers:,} customers, {args.days} days of usage, "
+        f"{args.decay_fraction + args.stop_fraction:.0%} planted drop-offs")
+    lib_dir = ensure_kafka(settings.cache_dir, REPO_POM)
+    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    with EmbeddedKafka(lib_dir, workdir / "kafka", port=args.port, fresh=True) as kafka:
+        say(f"Kafka {kafka.bootstrap} is up (embedded, data in {workdir / 'kafka'})")
+        ensure_topics(settings)
+        with worker_process(settings, workdir) as metrics_url:
+            say(f"worker is up: metrics at {metrics_url} (log: {workdir / 'worker.log'})")
+            produce_history(args, settings, workdir)
+            say("live summary (Ctrl-C to stop):")
+            try:
+                watch(metrics_url, deadline)
+            except KeyboardInterrupt:
+                say("stopping")
+    say("demo stopped cleanly")
+    return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def worker_process(settings: Settings, workdir: Path) -> Iterator[str]:
+    """Run `churnwatch worker` as its own process; stop it with SIGTERM on the way out."""
+    env = dict(os.environ)
+    env.update(
+        CHURNWATCH_BROKER_URL=settings.broker_url,
+        CHURNWATCH_WEB_PORT=str(settings.web_port),
+        CHURNWATCH_DATA_DIR=str(workdir / "worker"),
+        CHURNWATCH_LOG_FORMAT="json",
+    )
+    log_file = (workdir / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "churnwatch", "worker"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    try:
+        wait_until_up(url, process, timeout=90)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log_file.close()
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ChurnwatchError(f"the worker exited with {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise ChurnwatchError(f"the worker did not answer on {url} within {timeout:.0f}s")
+
+
+def produce_history(args: argparse.Namespace, settings: Settings, workdir: Path) -> None:
+    plan = plan_from(args)
+    customers = simulation.customers_for(plan)
+    write_planted(workdir / "planted.json", customers)
+    producer = make_producer(settings.bootstrap_servers)
+    try:
+        progress = Progress("producing usage", simulation.event_count_estimate(plan))
+        produce_events(producer, settings.topics.usage, simulation.events(plan, customers),
+                       progress)
+        progress.finish()
+        send_heartbeats(producer, settings.topics.usage,
+                        plan.end + settings.allowed_lateness_seconds)
+    finally:
+        producer.close()
+    say(f"planted customers listed in {workdir / 'planted.json'}")
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Sum each sample name over its labels, plus `name{label=value}` entries for at-risk."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+            if sample.name == "churnwatch_customers_at_risk_by_reason":
+                values[f"at_risk:{sample.labels['reason']}"] = sample.value
+            if sample.name == "churnwatch_alerts_total":
+                key = f"alerts:{sample.labels['status']}"
+                values[key] = values.get(key, 0.0) + sample.value
+    return values
+
+
+def watch(url: str, deadline: float | None) -> None:
+    previous, previous_at = 0.0, time.monotonic()
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(2.0)
+        values = scrape(url)
+        now = time.monotonic()
+        processed = values.get("churnwatch_events_processed_total", 0.0)
+        rate = (processed - previous) / (now - previous_at)
+        previous, previous_at = processed, now
+        watermark = values.get("churnwatch_watermark_lag_seconds")
+        event_time = "-"
+        if watermark is not None:
+            event_time = datetime.fromtimestamp(time.time() - watermark, UTC).strftime("%Y-%m-%d")
+        say(
+            f"  events {processed:>9,.0f} ({rate:>7,.0f}/s) | event time {event_time} | "
+            f"customers {values.get('churnwatch_customers_tracked', 0):,.0f} | at risk "
+            f"{values.get('churnwatch_customers_at_risk', 0):,.0f} "
+            f"(usage_drop {values.get('at_risk:usage_drop', 0):,.0f}, "
+            f"inactive {values.get('at_risk:inactive', 0):,.0f}) | alerts opened "
+            f"{values.get('alerts:opened', 0):,.0f} | dead letters "
+            f"{values.get('churnwatch_events_dead_lettered_total', 0):,.0f}"
+        )

@@ -1,0 +1,81 @@
+"""Usage per UTC day in a fixed ring: the one engagement record each customer keeps.
+
+Rolling sums ("last 7 days", "28 days before that") come from the ring in O(days), with one
+record per customer instead of one key per window. Days are whole UTC days since the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+SECONDS_PER_DAY: Final = 86_400
+
+
+def day_of(timestamp: float) -> int:
+    """UTC day number of an epoch-seconds timestamp."""
+    return math.floor(timestamp / SECONDS_PER_DAY)
+
+
+def ring_days_needed(longest_window_days: int, allowed_lateness_seconds: float) -> int:
+    """Ring length that still holds a full window when evaluated behind the newest event.
+
+    Evaluation "as of day X" reads days before X, while events up to the allowed lateness past
+    the watermark may already be in the ring; both must fit.
+    """
+    return longest_window_days + math.ceil(allowed_lateness_seconds / SECONDS_PER_DAY) + 2
+
+
+@dataclass(slots=True)
+class DailyRing:
+    """Usage volume and an activity bit per day, for the `size` days ending at `head_day`."""
+
+    size: int
+    head_day: int
+    volume: array[float] = field(default_factory=lambda: array("d"))
+    active: int = 0  # bit (day % size) set when any event, even of zero volume, fell on that day
+
+    def __post_init__(self) -> None:
+        if not self.volume:
+            self.volume = array("d", bytes(8 * self.size))
+        if len(self.volume) != self.size:
+            raise ValueError(f"ring volume has {len(self.volume)} slots, expected {self.size}")
+
+    @property
+    def oldest_day(self) -> int:
+        return self.head_day - self.size + 1
+
+    def add(self, day: int, amount: float) -> bool:
+        """Add usage on `day`; False (and no change) when the day has left the ring."""
+        if day > self.head_day:
+            self._advance(day)
+        elif day < self.oldest_day:
+            return False
+        slot = day % self.size
+        self.volume[slot] += amount
+        self.active |= 1 << slot
+        return True
+
+    def total(self, first_day: int, last_day: int) -> float:
+        """Sum of usage over days first_day..last_day inclusive (days outside the ring count 0)."""
+        return math.fsum(self.volume[day % self.size] for day in self._held(first_day, last_day))
+
+    def last_active_day(self, before_day: int) -> int | None:
+        """Latest day before `before_day` with any event, if the ring still holds one."""
+        for day in range(min(before_day - 1, self.head_day), self.oldest_day - 1, -1):
+            if self.active >> (day % self.size) & 1:
+                return day
+        return None
+
+    def _held(self, first_day: int, last_day: int) -> Iterator[int]:
+        return iter(range(max(first_day, self.oldest_day), min(last_day, self.head_day) + 1))
+
+    def _advance(self, day: int) -> None:
+        for stale in range(self.head_day + 1, min(day, self.head_day + self.size) + 1):
+            slot = stale % self.size
+            self.volume[slot] = 0.0
+            self.active &= ~(1 << slot)
+        self.head_day = day

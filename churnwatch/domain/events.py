@@ -1,0 +1,162 @@
+"""Decode and validate input messages into typed events, or say precisely why not.
+
+Every rejection is an `InvalidEventError` whose `reason` is one of `REASONS`: those codes are
+metric labels and dead-letter headers, so they are few and stable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+import orjson
+
+from churnwatch.exceptions import InvalidEventError
+
+REASONS: Final = (
+    "payload_too_large",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "timestamp_out_of_range",
+    "key_mismatch",
+    "late",
+)
+
+
+class Limits(Protocol):
+    """Validation bounds (config.EventLimits); `now` is passed apart, for far-future checks."""
+
+    @property
+    def max_payload_bytes(self) -> int: ...
+    @property
+    def max_id_length(self) -> int: ...
+    @property
+    def max_future_skew_seconds(self) -> float: ...
+    @property
+    def earliest_event_time(self) -> float: ...
+    @property
+    def max_quantity(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    event_id: str
+    customer_id: str
+    occurred_at: float
+    event_type: str
+    quantity: float = 1.0
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Control message: advances its partition's event time when traffic is quiet."""
+
+    occurred_at: float
+
+
+def decode_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+    """Decode a JSON object, refusing oversized and non-object payloads."""
+    if raw is None:
+        raise InvalidEventError("not_json", "message has no value (tombstone)")
+    if len(raw) > limits.max_payload_bytes:
+        raise InvalidEventError(
+            "payload_too_large", f"{len(raw)} bytes > limit {limits.max_payload_bytes}"
+        )
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError("not_json", str(exc)[:200]) from None
+    if not isinstance(payload, dict):
+        raise InvalidEventError("not_an_object", f"top level is {type(payload).__name__}")
+    return payload
+
+
+def parse_usage_message(
+    raw: bytes | None, key: bytes | None, *, now: float, limits: Limits
+) -> UsageEvent | Heartbeat:
+    """Turn one `usage-events` message into a UsageEvent (or a Heartbeat)."""
+    payload = decode_object(raw, limits)
+    if payload.get("control") == "heartbeat":
+        return Heartbeat(occurred_at=_timestamp(payload, now, limits))
+    customer_id = _identifier(payload, "customer_id", limits)
+    if key is not None and key != customer_id.encode():
+        raise InvalidEventError(
+            "key_mismatch", "message key differs from customer_id (wrong partition)"
+        )
+    return UsageEvent(
+        event_id=_identifier(payload, "event_id", limits),
+        customer_id=customer_id,
+        occurred_at=_timestamp(payload, now, limits),
+        event_type=_identifier(payload, "event_type", limits),
+        quantity=_quantity(payload, limits),
+        user_id=_optional_identifier(payload, "user_id", limits),
+    )
+
+
+def _identifier(payload: dict[str, Any], field: str, limits: Limits) -> str:
+    if field not in payload or payload[field] is None:
+        raise InvalidEventError("missing_field", f"{field} is required")
+    value = _optional_identifier(payload, field, limits)
+    assert value is not None
+    return value
+
+
+def _optional_identifier(payload: dict[str, Any], field: str, limits: Limits) -> str | None:
+    value = payload.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEventError("wrong_type", f"{field} must be a string")
+    if not value or len(value) > limits.max_id_length:
+        raise InvalidEventError(
+            "invalid_value", f"{field} must have 1..{limits.max_id_length} characters"
+        )
+    return value
+
+
+def _quantity(payload: dict[str, Any], limits: Limits) -> float:
+    value = payload.get("quantity", 1)
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEventError("wrong_type", "quantity must be a number")
+    if not math.isfinite(value) or value < 0 or value > limits.max_quantity:
+        raise InvalidEventError("invalid_value", f"quantity must be 0..{limits.max_quantity:g}")
+    return float(value)
+
+
+def _timestamp(payload: dict[str, Any], now: float, limits: Limits) -> float:
+    if "occurred_at" not in payload or payload["occurred_at"] is None:
+        raise InvalidEventError("missing_field", "occurred_at is required")
+    seconds = parse_timestamp(payload["occurred_at"])
+    if seconds < limits.earliest_event_time or seconds > now + limits.max_future_skew_seconds:
+        raise InvalidEventError("timestamp_out_of_range", f"occurred_at {seconds:.0f} is absurd")
+    return seconds
+
+
+def parse_timestamp(value: object) -> float:
+    """Accept RFC 3339 with an offset, or epoch seconds; return epoch seconds."""
+    if isinstance(value, bool):
+        raise InvalidEventError("wrong_type", "occurred_at must be RFC 3339 or epoch seconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidEventError("invalid_value", "occurred_at must be finite")
+        return float(value)
+    if not isinstance(value, str):
+        raise InvalidEventError("wrong_type", "occurred_at must be RFC 3339 or epoch seconds")
+    if len(value) > 40:
+        raise InvalidEventError("invalid_value", "occurred_at is too long for RFC 3339")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        detail = f"occurred_at is not RFC 3339: {value!r}"
+        raise InvalidEventError("invalid_value", detail) from None
+    if parsed.tzinfo is None:
+        raise InvalidEventError("invalid_value", "occurred_at needs a UTC offset (e.g. Z)")
+    return parsed.timestamp()

@@ -1,0 +1,122 @@
+"""At-risk rules: pure functions of a customer's engagement as of a day.
+
+"As of day X" reads only whole days before X. Events of day X or later may already be in the
+ring (they arrive before the watermark passes X), so reading whole earlier days is what makes an
+evaluation the same whether history is replayed fast or lived through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from churnwatch.domain.engagement import DailyRing, day_of
+
+AREAS: Final = {
+    "usage_drop": "execution",
+    "inactive": "execution",
+}
+
+# Weight of each reason in the 0-100 risk score; its strength (0.5..1 once fired) scales it.
+WEIGHTS: Final = {"usage_drop": 60.0, "inactive": 80.0}
+
+
+class Thresholds(Protocol):
+    """Rule thresholds (config.RuleSettings)."""
+
+    @property
+    def recent_days(self) -> int: ...
+    @property
+    def baseline_days(self) -> int: ...
+    @property
+    def drop_ratio(self) -> float: ...
+    @property
+    def min_baseline_daily(self) -> float: ...
+    @property
+    def min_baseline_days(self) -> int: ...
+    @property
+    def inactive_days(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a customer is at risk: what was observed against what was expected."""
+
+    code: str
+    observed: float
+    baseline: float
+    window_days: int
+    strength: float  # 0..1, how far past the threshold; scales the reason's weight
+
+    @property
+    def area(self) -> str:
+        return AREAS[self.code]
+
+
+class Engagement(Protocol):
+    """What the rules read of a customer (CustomerState has it)."""
+
+    @property
+    def ring(self) -> DailyRing: ...
+    @property
+    def first_seen(self) -> float: ...
+    @property
+    def last_seen(self) -> float: ...
+
+
+def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """Recent daily usage below `drop_ratio` of the customer's own baseline daily usage."""
+    recent_first = as_of_day - limits.recent_days
+    baseline_first = max(recent_first - limits.baseline_days, day_of(engagement.first_seen))
+    baseline_span = recent_first - baseline_first
+    if baseline_span < limits.min_baseline_days:
+        return None
+    baseline_rate = engagement.ring.total(baseline_first, recent_first - 1) / baseline_span
+    if baseline_rate <= 0 or baseline_rate < limits.min_baseline_daily:
+        return None
+    recent_rate = engagement.ring.total(recent_first, as_of_day - 1) / limits.recent_days
+    if recent_rate >= limits.drop_ratio * baseline_rate:
+        return None
+    return Reason(
+        code="usage_drop",
+        observed=round(recent_rate, 6),
+        baseline=round(baseline_rate, 6),
+        window_days=limits.recent_days,
+        strength=1.0 - recent_rate / baseline_rate,
+    )
+
+
+def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """No usage at all for `inactive_days` whole days before the evaluated day."""
+    last_day = engagement.ring.last_active_day(as_of_day)
+    if last_day is None:
+        if day_of(engagement.first_seen) >= as_of_day:
+            return None  # the customer did not exist yet on the evaluated days
+        seen_day = day_of(engagement.last_seen)
+        # Older activity has left the ring; at least the whole ring was quiet.
+        last_day = seen_day if seen_day < as_of_day else engagement.ring.oldest_day - 1
+    idle_days = as_of_day - 1 - last_day
+    if idle_days < limits.inactive_days:
+        return None
+    return Reason(
+        code="inactive",
+        observed=float(idle_days),
+        baseline=float(limits.inactive_days),
+        window_days=limits.inactive_days,
+        strength=min(1.0, idle_days / (2 * limits.inactive_days)),
+    )
+
+
+RULES: Final = (usage_drop, inactive)
+
+
+def evaluate(engagement: Engagement, as_of_day: int, limits: Thresholds) -> tuple[Reason, ...]:
+    """Every reason that holds as of `as_of_day`, in a stable order."""
+    return tuple(
+        reason for rule in RULES if (reason := rule(engagement, as_of_day, limits)) is not None
+    )
+
+
+def risk_score(reasons: tuple[Reason, ...]) -> int:
+    """0-100: each reason's weight scaled by its strength, summed and capped."""
+    return min(100, round(sum(WEIGHTS[r.code] * max(r.strength, 0.5) for r in reasons)))

@@ -1,0 +1,155 @@
+"""One frozen settings object: defaults here, then a TOML file, then `CHURNWATCH_*` variables.
+
+Precedence (highest first): keyword arguments (the CLI's flags), environment variables
+(`CHURNWATCH_BROKER_URL`, nested with `__`: `CHURNWATCH_RULES__INACTIVE_DAYS=10`), the file named
+by `CHURNWATCH_CONFIG_FILE` (or `--config`), then the defaults below. Print it with
+`churnwatch config`; secrets are `SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from churnwatch.exceptions import ConfigError
+
+ENV_PREFIX = "CHURNWATCH_"
+CONFIG_FILE_VARIABLE = "CHURNWATCH_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Section):
+    """Topic names; input topics must have the same partition count (co-partitioned)."""
+
+    usage: str = "usage-events"
+    billing: str = "billing-events"
+    alerts: str = "churnwatch.alerts"
+    dead_letters: str = "churnwatch.dead-letters"
+
+
+class RuleSettings(_Section):
+    """Thresholds of the at-risk rules (see docs/rules.md)."""
+
+    recent_days: int = Field(7, ge=1, le=28, description="usage_drop: length of the recent window")
+    baseline_days: int = Field(28, ge=7, le=90, description="usage_drop: baseline window before it")
+    drop_ratio: float = Field(
+        0.5, gt=0, lt=1, description="usage_drop: fires when recent rate < ratio x baseline rate"
+    )
+    min_baseline_daily: float = Field(
+        1.0, ge=0, description="usage_drop: baseline daily volume below which it never fires"
+    )
+    min_baseline_days: int = Field(
+        14, ge=1, description="usage_drop: baseline days the customer must have existed for"
+    )
+    inactive_days: int = Field(7, ge=1, le=90, description="inactive: full days without usage")
+
+    @model_validator(mode="after")
+    def _baseline_fits(self) -> RuleSettings:
+        if self.min_baseline_days > self.baseline_days:
+            raise ValueError("min_baseline_days cannot exceed baseline_days")
+        return self
+
+
+class EventLimits(_Section):
+    """What makes an input message invalid before it reaches any state."""
+
+    max_payload_bytes: int = Field(64 * 1024, ge=256)
+    max_id_length: int = Field(256, ge=8)
+    max_future_skew_seconds: float = Field(
+        86_400, ge=0, description="reject occurred_at further ahead of the wall clock"
+    )
+    earliest_event_time: float = Field(
+        946_684_800, description="reject occurred_at before this (epoch s; 2000-01-01)"
+    )
+    max_quantity: float = Field(1e9, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything a churnwatch process can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    app_id: str = "churnwatch"
+    broker_url: str = Field(
+        "kafka://localhost:9092", description="Kafka bootstrap; kafka://host:port[;host:port]"
+    )
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the input topics")
+    replication_factor: int = Field(1, ge=1)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    data_dir: Path = Field(Path("var/worker"), description="Faust's table and worker data")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "churnwatch", description="where the embedded Kafka jars live"
+    )
+
+    batch_max_events: int = Field(4000, ge=1, description="events folded per batch at most")
+    batch_within_seconds: float = Field(0.2, gt=0, description="wait at most this for a batch")
+    allowed_lateness_seconds: float = Field(
+        3600, ge=0, le=7 * 86_400, description="out-of-order tolerance within a partition"
+    )
+    clock: Literal["event", "live"] = Field(
+        "event", description="event: time moves with events; live: also with the wall clock"
+    )
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    topics: TopicSettings = TopicSettings()
+    rules: RuleSettings = RuleSettings()
+    limits: EventLimits = EventLimits()
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """Broker URL as kafka-python wants it (`host:port` strings)."""
+        return [part.removeprefix("kafka://") for part in self.broker_url.split(";") if part]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, at the edge; raise ConfigError with every problem listed."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        os.environ[CONFIG_FILE_VARIABLE] = str(config_file)
+    elif (named := os.environ.get(CONFIG_FILE_VARIABLE)) and not Path(named).is_file():
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE} names a missing file: {named}")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

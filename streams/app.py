@@ -1,0 +1,164 @@
+"""The Faust app factory: settings in, a wired worker out (tables, agents, timers, web views)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from churnwatch.domain.engagement import ring_days_needed
+from churnwatch.domain.partition import PartitionEngine
+from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
+from config import Settings
+from streams.codecs import CUSTOMER_CODEC, register_codecs
+from streams.ingest import OutputTopics, UsageBatch
+from streams.state import ClockBook, PartitionIndex
+
+
+class FaustEmitter:
+    """Emitter that hands records to Faust's producer (flushed before offsets commit)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        await self._app.producer.send(topic, key, value, None, None, headers)
+
+
+@dataclass
+class Worker:
+    """Everything a running worker holds; agents and views reach it through here."""
+
+    app: faust.App
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: WorkerMetrics
+    usage_topic: Any
+    customers: Any
+    clocks: ClockBook
+    index: PartitionIndex
+    usage: UsageBatch
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    agents: dict[str, Any] = field(default_factory=dict)
+
+    def owned_partitions(self) -> set[int]:
+        """Partitions of the usage topic this worker actively owns right now."""
+        try:
+            actives = self.app.assignor.assigned_actives()
+        except Exception:  # before the first assignment the assignor has nothing to say
+            return set()
+        return {tp.partition for tp in actives if tp.topic == self.settings.topics.usage}
+
+    def summarize(self) -> StateSummary:
+        """State gauges over the owned partitions (scrape time, O(customers))."""
+        owned = self.owned_partitions()
+        tracked = at_risk = 0
+        by_reason: dict[str, int] = {}
+        data = self.customers.data
+        for partition in owned:
+            for customer_id in self.index.customers(partition):
+                state = data.get(customer_id)
+                if state is None:
+                    continue
+                tracked += 1
+                if state.alert is not None:
+                    at_risk += 1
+                    for code in state.alert.reason_codes:
+                        by_reason[code] = by_reason.get(code, 0) + 1
+        return StateSummary(
+            customers_tracked=tracked,
+            customers_at_risk=at_risk,
+            at_risk_by_reason=by_reason,
+            watermarks=self.clocks.watermarks(owned, self.settings.allowed_lateness_seconds),
+            wall_clock=time.time(),
+        )
+
+
+def create_worker(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
+    """Build the Faust app and everything it runs, without starting anything."""
+    register_codecs()
+    registry = registry or CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,
+        broker_max_poll_records=settings.batch_max_events,
+        stream_buffer_maxsize=max(32_768, 2 * settings.batch_max_events),
+        stream_wait_empty=False,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+    usage_topic = app.topic(
+        settings.topics.usage,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    customers = _table(app, "customers", CUSTOMER_CODEC, settings.partitions)
+    clocks = ClockBook(_table(app, "partition-clocks", "json", settings.partitions))
+    index = PartitionIndex(customers)
+    metrics = WorkerMetrics(registry)
+    engine = PartitionEngine(
+        thresholds=settings.rules,
+        allowed_lateness=settings.allowed_lateness_seconds,
+        ring_days=ring_days_needed(
+            max(settings.rules.recent_days + settings.rules.baseline_days,
+                settings.rules.inactive_days),
+            settings.allowed_lateness_seconds,
+        ),
+    )
+    usage = UsageBatch(
+        engine=engine,
+        customers=customers,
+        clocks=clocks,
+        index=index,
+        limits=settings.limits,
+        outputs=OutputTopics(settings.topics.alerts, settings.topics.dead_letters),
+        emitter=FaustEmitter(app),
+        metrics=metrics,
+    )
+    worker = Worker(
+        app=app,
+        settings=settings,
+        registry=registry,
+        metrics=metrics,
+        usage_topic=usage_topic,
+        customers=customers,
+        clocks=clocks,
+        index=index,
+        usage=usage,
+    )
+    registry.register(StateCollector(worker.summarize))
+
+    from agents import install_all  # agents import this module's Worker: keep the cycle late
+
+    install_all(worker)
+    return worker
+
+
+def _table(app: faust.App, name: str, value_serializer: str, partitions: int) -> Any:
+    """A table with raw string keys and the given value codec.
+
+    Faust derives serializers from Record types; these tables hold plain objects, so the
+    serializers are set before the store and changelog topic (both made lazily) exist.
+    """
+    table: Any = app.Table(name, key_type=str, partitions=partitions)
+    table.key_serializer = "raw"
+    table.value_serializer = value_serializer
+    return table

@@ -1,0 +1,148 @@
+"""One batch of input messages: decode, dead-letter the bad, fold the good, write, emit, count.
+
+Faust-free apart from the table handles it is given, so unit tests drive it with plain
+messages and an in-memory emitter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from churnwatch.domain.alerts import AlertEvent
+from churnwatch.domain.events import Heartbeat, Limits, UsageEvent, parse_usage_message
+from churnwatch.domain.partition import PartitionEngine
+from churnwatch.domain.rules import WEIGHTS
+from churnwatch.exceptions import InvalidEventError
+from churnwatch.metrics import WorkerMetrics
+from streams.deadletters import dead_letter_headers
+from streams.state import ClockBook, PartitionIndex, TableStore
+
+
+class Message(Protocol):
+    """The parts of a Kafka message a batch reads (faust's Message has them)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class Emitter(Protocol):
+    """Where output records go: Faust's producer in a worker, a list in tests."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    alerts: str
+    dead_letters: str
+
+
+class UsageBatch:
+    """Processes batches of `usage-events` messages for the partitions this worker owns."""
+
+    def __init__(
+        self,
+        *,
+        engine: PartitionEngine,
+        customers: Any,
+        clocks: ClockBook,
+        index: PartitionIndex,
+        limits: Limits,
+        outputs: OutputTopics,
+        emitter: Emitter,
+        metrics: WorkerMetrics,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._customers = customers
+        self._clocks = clocks
+        self._index = index
+        self._limits = limits
+        self._outputs = outputs
+        self._emitter = emitter
+        self._metrics = metrics
+        self._wall_clock = wall_clock
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        """Fold a batch; every message ends processed, skipped as redelivered, or dead-lettered."""
+        started = time.perf_counter()
+        now = self._wall_clock()
+        parsed: dict[int, list[tuple[int, UsageEvent | Heartbeat]]] = defaultdict(list)
+        sources: dict[int, list[Message]] = defaultdict(list)
+        for message in messages:
+            try:
+                item = parse_usage_message(message.value, message.key, now=now, limits=self._limits)
+            except InvalidEventError as error:
+                await self._dead_letter(message, error, now)
+                continue
+            parsed[message.partition].append((message.offset, item))
+            sources[message.partition].append(message)
+
+        store = TableStore(self._customers, self._index)
+        for partition, items in parsed.items():
+            clock = self._clocks.get(partition)
+            result = self._engine.process(clock, items, store)
+            for position in result.late:
+                late = InvalidEventError("late", "event time is older than the watermark")
+                await self._dead_letter(sources[partition][position], late, now)
+            if result.clock_changed:
+                self._clocks.save(clock)
+            topic = sources[partition][0].topic
+            self._metrics.events_processed.labels(topic).inc(result.applied)
+            self._metrics.events_redelivered.labels(topic).inc(result.redelivered)
+            self._metrics.heartbeats.labels(topic).inc(result.heartbeats)
+            for alert in result.alerts:
+                await self._publish(alert, now)
+        store.flush()
+        self._metrics.batch_events.observe(len(messages))
+        self._metrics.batch_duration.observe(time.perf_counter() - started)
+
+    async def advance(self, partitions: set[int], to_time: float) -> None:
+        """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""
+        store = TableStore(self._customers, self._index)
+        now = self._wall_clock()
+        for partition in partitions:
+            clock = self._clocks.get(partition)
+            result = self._engine.process(clock, [(-1, Heartbeat(to_time))], store)
+            if result.clock_changed:
+                self._clocks.save(clock)
+            for alert in result.alerts:
+                await self._publish(alert, now)
+        store.flush()
+
+    async def _dead_letter(self, message: Message, error: InvalidEventError, now: float) -> None:
+        headers = dead_letter_headers(error, message.topic, message.partition, message.offset, now)
+        await self._emitter.send(
+            self._outputs.dead_letters, message.key, message.value or b"", headers
+        )
+        self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
+        if error.reason == "late":
+            self._metrics.events_late.labels(message.topic).inc()
+
+    async def _publish(self, alert: AlertEvent, now: float) -> None:
+        payload = orjson.dumps(alert.to_json_dict(emitted_at=now))
+        await self._emitter.send(self._outputs.alerts, alert.customer_id.encode(), payload, None)
+        self._metrics.alerts.labels(alert.status, primary_reason(alert)).inc()
+
+
+def primary_reason(alert: AlertEvent) -> str:
+    """The reason weighing most in the alert (`none` for a resolution without reasons)."""
+    if not alert.reasons:
+        return "none"
+    return max(alert.reasons, key=lambda r: WEIGHTS[r.code] * r.strength).code

@@ -1,0 +1,102 @@
+"""Customer records and partition clocks in Faust tables, written once per batch.
+
+Faust refuses `table[key] = value` outside per-event stream iteration, and a write per event
+costs a changelog message per event. So a batch reads through a working set, and each changed
+record is written once, to `table.data`, with its changelog record sent to the key's *source*
+partition: the partition Faust restores it from when that partition is assigned again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from churnwatch.domain.customer import CustomerState
+from churnwatch.domain.partition import PartitionClock
+
+
+class PartitionIndex:
+    """Which customers live in which owned partition; rebuilt from the table when unknown."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._members: dict[int, set[str]] = {}
+
+    def customers(self, partition: int) -> set[str]:
+        members = self._members.get(partition)
+        if members is None:
+            members = {
+                key for key, state in self._table.data.items() if state.partition == partition
+            }
+            self._members[partition] = members
+        return members
+
+    def add(self, state: CustomerState) -> None:
+        self.customers(state.partition).add(state.customer_id)
+
+    def clear(self) -> None:
+        """Forget everything: after a rebalance, partitions are indexed afresh when asked."""
+        self._members.clear()
+
+
+class TableStore:
+    """A batch's view of the customer table: reads through changes, writes each once."""
+
+    def __init__(self, table: Any, index: PartitionIndex) -> None:
+        self._table = table
+        self._index = index
+        self._dirty: dict[str, CustomerState] = {}
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        state = self._dirty.get(customer_id)
+        if state is None:
+            state = self._table.data.get(customer_id)
+        return state
+
+    def put(self, state: CustomerState) -> None:
+        if state.customer_id not in self._dirty:
+            self._dirty[state.customer_id] = state
+            self._index.add(state)
+
+    def in_partition(self, partition: int) -> Iterator[CustomerState]:
+        for customer_id in self._index.customers(partition):
+            state = self.get(customer_id)
+            if state is not None:
+                yield state
+
+    def flush(self) -> int:
+        """Write every changed record and its changelog entry; return how many."""
+        data = self._table.data
+        for customer_id, state in self._dirty.items():
+            data[customer_id] = state
+            self._table.send_changelog(state.partition, customer_id, state)
+        written = len(self._dirty)
+        self._dirty = {}
+        return written
+
+
+class ClockBook:
+    """Partition clocks in their own small table, keyed by partition number."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, partition: int) -> PartitionClock:
+        plain = self._table.data.get(str(partition))
+        if plain is None:
+            return PartitionClock(partition)
+        return PartitionClock(partition, plain["max_event_time"], plain["evaluated_day"])
+
+    def save(self, clock: PartitionClock) -> None:
+        key = str(clock.partition)
+        plain = {"max_event_time": clock.max_event_time, "evaluated_day": clock.evaluated_day}
+        self._table.data[key] = plain
+        self._table.send_changelog(clock.partition, key, plain)
+
+    def watermarks(self, partitions: set[int], lateness: float) -> dict[int, float]:
+        marks = {}
+        for partition in partitions:
+            watermark = self.get(partition).watermark(lateness)
+            if watermark is not None:
+                marks[partition] = watermark
+        return marks

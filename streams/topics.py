@@ -1,0 +1,54 @@
+"""The topics churnwatch reads and writes, created up front with the right partition counts.
+
+Input topics are co-partitioned (same key, same partition count) so one worker owns all of a
+customer's state. Creating them before producing matters: a broker that auto-creates a topic
+gives it its own default partition count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from kafka.admin import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+from churnwatch.exceptions import ConfigError
+from config import Settings
+
+
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """Every topic churnwatch itself needs, with its partition count."""
+    topics = settings.topics
+    return {
+        topics.usage: settings.partitions,
+        topics.alerts: settings.partitions,
+        topics.dead_letters: settings.partitions,
+    }
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create missing topics; refuse an input topic whose partition count differs."""
+    wanted = topic_partitions(settings)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = {
+            name: {"num_partitions": count, "replication_factor": settings.replication_factor}
+            for name, count in wanted.items()
+            if name not in existing
+        }
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent worker won
+                admin.create_topics(missing, timeout_ms=int(timeout * 1000))
+        admin.wait_for_topics(list(wanted), timeout_ms=int(timeout * 1000))
+        counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
+    finally:
+        admin.close()
+    usage = settings.topics.usage
+    if counts.get(usage) != settings.partitions:
+        raise ConfigError(
+            f"topic {usage} has {counts.get(usage)} partitions, settings say "
+            f"{settings.partitions}: set CHURNWATCH_PARTITIONS to match the topic"
+        )
