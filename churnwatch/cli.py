@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, default=9092, help="listener port (default 9092)")
     broker.add_argument("--data-dir", type=Path, help="broker data (default: under the cache)")
     broker.add_argument("--fresh", action="store_true", help="wipe the data directory first")
-    broker.add_argument("--fetch-only", action="store_true",
-                        help="only fetch the Kafka jars from Maven Central into the cache")
+    broker.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="only fetch the Kafka jars from Maven Central into the cache",
+    )
     broker.set_defaults(handler=_run_broker)
 
     simulate = commands.add_parser(
@@ -76,8 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="broker + worker + synthetic traffic + a live summary, all local"
     )
     _simulation_options(demo, customers=2000, days=60)
-    demo.add_argument("--duration", type=float, default=0.0,
-                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     demo.add_argument("--port", type=int, default=9092, help="embedded broker port")
     demo.add_argument("--web-port", type=int, default=6066, help="worker /metrics port")
     demo.set_defaults(handler=_run_demo)
@@ -100,12 +107,18 @@ def _simulation_options(
     parser.add_argument("--customers", type=int, default=customers, help="how many customers")
     parser.add_argument("--days", type=int, default=days, help="days of event time")
     parser.add_argument("--seed", type=int, default=7, help="random seed (deterministic)")
-    parser.add_argument("--decay-fraction", type=float, default=0.025,
-                        help="share of customers whose usage decays")
-    parser.add_argument("--stop-fraction", type=float, default=0.025,
-                        help="share of customers who stop using the product")
-    parser.add_argument("--start", default="2020-01-01",
-                        help="first simulated day, UTC (YYYY-MM-DD)")
+    parser.add_argument(
+        "--decay-fraction", type=float, default=0.025, help="share of customers whose usage decays"
+    )
+    parser.add_argument(
+        "--stop-fraction",
+        type=float,
+        default=0.025,
+        help="share of customers who stop using the product",
+    )
+    parser.add_argument(
+        "--start", default="2020-01-01", help="first simulated day, UTC (YYYY-MM-DD)"
+    )
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -124,14 +137,17 @@ def _run_worker(args: argparse.Namespace) -> NoReturn:
     from streams.app import create_worker
     from streams.topics import ensure_topics
 
-    settings = settings_from(
-        args, web_port=args.web_port, data_dir=args.data_dir, clock=args.clock
-    )
+    settings = settings_from(args, web_port=args.web_port, data_dir=args.data_dir, clock=args.clock)
     logging_config = configure_logging(settings.log_format, settings.log_level)
     ensure_topics(settings)
     worker = create_worker(settings)
-    log.info("worker_starting", broker=settings.broker_url, web_port=settings.web_port,
-             partitions=settings.partitions, store=settings.store)
+    log.info(
+        "worker_starting",
+        broker=settings.broker_url,
+        web_port=settings.web_port,
+        partitions=settings.partitions,
+        store=settings.store,
+    )
     faust.Worker(
         worker.app,
         loglevel=settings.log_level,
@@ -154,8 +170,10 @@ def _run_broker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedKafka(lib_dir, data_dir, port=args.port, fresh=args.fresh) as kafka:
-        print(f"Kafka is up at {kafka.bootstrap} (data in {data_dir}); Ctrl-C stops it.",
-              file=sys.stderr)
+        print(
+            f"Kafka is up at {kafka.bootstrap} (data in {data_dir}); Ctrl-C stops it.",
+            file=sys.stderr,
+        )
         try:
             while not stop.wait(0.5) and kafka.running:
                 pass
@@ -185,8 +203,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
         )
         progress.finish()
         # Push every partition's watermark past the last simulated day, so it is evaluated.
-        send_heartbeats(producer, settings.topics.usage,
-                        plan.end + settings.allowed_lateness_seconds)
+        send_heartbeats(
+            producer, settings.topics.usage, plan.end + settings.allowed_lateness_seconds
+        )
     finally:
         producer.close()
     log.info("simulation_produced", events=sent, customers=plan.customers, days=plan.days)

@@ -28,13 +28,13 @@ from streams.topics import ensure_topics
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    settings = load_settings(
-        broker_url=f"kafka://127.0.0.1:{args.port}", web_port=args.web_port
-    )
+    settings = load_settings(broker_url=f"kafka://127.0.0.1:{args.port}", web_port=args.web_port)
     configure_logging(settings.log_format, "WARNING")
     workdir = settings.cache_dir / "demo"
-    say(f"churnwatch demo: {args.customers:,} customers, {args.days} days of usage, "
-        f"{args.decay_fraction + args.stop_fraction:.0%} planted drop-offs")
+    say(
+        f"churnwatch demo: {args.customers:,} customers, {args.days} days of usage, "
+        f"{args.decay_fraction + args.stop_fraction:.0%} planted drop-offs"
+    )
     lib_dir = ensure_kafka(settings.cache_dir, REPO_POM)
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     with EmbeddedKafka(lib_dir, workdir / "kafka", port=args.port, fresh=True) as kafka:
@@ -106,11 +106,13 @@ def produce_history(args: argparse.Namespace, settings: Settings, workdir: Path)
     producer = make_producer(settings.bootstrap_servers)
     try:
         progress = Progress("producing usage", simulation.event_count_estimate(plan))
-        produce_events(producer, settings.topics.usage, simulation.events(plan, customers),
-                       progress)
+        produce_events(
+            producer, settings.topics.usage, simulation.events(plan, customers), progress
+        )
         progress.finish()
-        send_heartbeats(producer, settings.topics.usage,
-                        plan.end + settings.allowed_lateness_seconds)
+        send_heartbeats(
+            producer, settings.topics.usage, plan.end + settings.allowed_lateness_seconds
+        )
     finally:
         producer.close()
     say(f"planted customers listed in {workdir / 'planted.json'}")

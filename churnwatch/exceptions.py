@@ -1,10 +1,10 @@
 """Errors churnwatch raises on purpose.
 
-    ChurnwatchError
-    ├── ConfigError            settings file or environment value is invalid
-    ├── InvalidEventError      an input message does not decode or validate (carries a reason code)
-    └── BrokerError            the embedded Kafka broker cannot be assembled, started or reached
-        └── MissingToolError   Java or Maven is not installed
+ChurnwatchError
+├── ConfigError            settings file or environment value is invalid
+├── InvalidEventError      an input message does not decode or validate (carries a reason code)
+└── BrokerError            the embedded Kafka broker cannot be assembled, started or reached
+    └── MissingToolError   Java or Maven is not installed
 """
 
 from __future__ import annotations

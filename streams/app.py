@@ -15,7 +15,7 @@ from churnwatch.domain.partition import PartitionEngine
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.codecs import CUSTOMER_CODEC, register_codecs
-from streams.ingest import OutputTopics, UsageBatch
+from streams.ingest import Emitter, OutputTopics, UsageBatch
 from streams.state import ClockBook, PartitionIndex
 
 
@@ -80,8 +80,15 @@ class Worker:
         )
 
 
-def create_worker(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
-    """Build the Faust app and everything it runs, without starting anything."""
+def create_worker(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    emitter: Emitter | None = None,
+) -> Worker:
+    """Build the Faust app and everything it runs, without starting anything.
+
+    `emitter` replaces Faust's producer for alerts and dead letters (agent tests).
+    """
     register_codecs()
     registry = registry or CollectorRegistry()
     app = faust.App(
@@ -118,8 +125,10 @@ def create_worker(settings: Settings, registry: CollectorRegistry | None = None)
         thresholds=settings.rules,
         allowed_lateness=settings.allowed_lateness_seconds,
         ring_days=ring_days_needed(
-            max(settings.rules.recent_days + settings.rules.baseline_days,
-                settings.rules.inactive_days),
+            max(
+                settings.rules.recent_days + settings.rules.baseline_days,
+                settings.rules.inactive_days,
+            ),
             settings.allowed_lateness_seconds,
         ),
     )
@@ -130,7 +139,7 @@ def create_worker(settings: Settings, registry: CollectorRegistry | None = None)
         index=index,
         limits=settings.limits,
         outputs=OutputTopics(settings.topics.alerts, settings.topics.dead_letters),
-        emitter=FaustEmitter(app),
+        emitter=emitter or FaustEmitter(app),
         metrics=metrics,
     )
     worker = Worker(

@@ -60,15 +60,16 @@ class CustomerState:
     def from_plain(cls, plain: dict[str, Any]) -> CustomerState:
         if plain.get("v") != RECORD_VERSION:
             raise ValueError(f"unknown customer record version {plain.get('v')!r}")
-        volume = array("d", plain["vol"])
+        volume = array("q", plain["vol"])
         alert = plain["alert"]
         return cls(
             customer_id=plain["id"],
             partition=plain["p"],
             first_seen=plain["first"],
             last_seen=plain["last"],
-            ring=DailyRing(size=len(volume), head_day=plain["head"], volume=volume,
-                           active=plain["act"]),
+            ring=DailyRing(
+                size=len(volume), head_day=plain["head"], volume=volume, active=plain["act"]
+            ),
             events=plain["n"],
             usage_offset=plain["off"],
             alert=None

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 SECONDS_PER_DAY: Final = 86_400
+# Volume is kept in integer thousandths: sums are then exact and independent of event order
+# (float sums are not), so a replay or a redelivery yields bit-identical state.
+UNITS_PER_QUANTITY: Final = 1000
 
 
 def day_of(timestamp: float) -> int:
@@ -35,12 +38,12 @@ class DailyRing:
 
     size: int
     head_day: int
-    volume: array[float] = field(default_factory=lambda: array("d"))
+    volume: array[int] = field(default_factory=lambda: array("q"))  # thousandths of quantity
     active: int = 0  # bit (day % size) set when any event, even of zero volume, fell on that day
 
     def __post_init__(self) -> None:
         if not self.volume:
-            self.volume = array("d", bytes(8 * self.size))
+            self.volume = array("q", bytes(8 * self.size))
         if len(self.volume) != self.size:
             raise ValueError(f"ring volume has {len(self.volume)} slots, expected {self.size}")
 
@@ -55,13 +58,14 @@ class DailyRing:
         elif day < self.oldest_day:
             return False
         slot = day % self.size
-        self.volume[slot] += amount
+        self.volume[slot] += round(amount * UNITS_PER_QUANTITY)
         self.active |= 1 << slot
         return True
 
     def total(self, first_day: int, last_day: int) -> float:
         """Sum of usage over days first_day..last_day inclusive (days outside the ring count 0)."""
-        return math.fsum(self.volume[day % self.size] for day in self._held(first_day, last_day))
+        units = sum(self.volume[day % self.size] for day in self._held(first_day, last_day))
+        return units / UNITS_PER_QUANTITY
 
     def last_active_day(self, before_day: int) -> int | None:
         """Latest day before `before_day` with any event, if the ring still holds one."""
@@ -76,6 +80,6 @@ class DailyRing:
     def _advance(self, day: int) -> None:
         for stale in range(self.head_day + 1, min(day, self.head_day + self.size) + 1):
             slot = stale % self.size
-            self.volume[slot] = 0.0
+            self.volume[slot] = 0
             self.active &= ~(1 << slot)
         self.head_day = day

@@ -1,0 +1,133 @@
+"""The usage agent through Faust's own test seam (`agent.test_context()`), no broker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from churnwatch.domain.customer import CustomerState
+from config import load_settings
+from streams.app import Worker, create_worker
+
+DAY = 86_400.0
+START = 1_577_836_800.0  # 2020-01-01
+
+
+class ListEmitter:
+    """Collects what the worker would produce."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+    ) -> None:
+        self.sent.append((topic, key, value, headers))
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]]:
+        return [(key, value, headers) for t, key, value, headers in self.sent if t == topic]
+
+
+@pytest.fixture
+def emitter() -> ListEmitter:
+    return ListEmitter()
+
+
+@pytest.fixture
+def worker(tmp_path: Path, emitter: ListEmitter) -> Worker:
+    settings = load_settings(
+        data_dir=tmp_path, batch_within_seconds=0.01, allowed_lateness_seconds=0
+    )
+    worker = create_worker(settings, CollectorRegistry(), emitter=emitter)
+    worker.app.finalize()
+    worker.app.flow_control.resume()
+    return worker
+
+
+def usage(customer: str, at: float, quantity: float = 10.0, n: int = 0) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"{customer}-{at}-{n}",
+            "customer_id": customer,
+            "occurred_at": at,
+            "event_type": "api_call",
+            "quantity": quantity,
+        }
+    )
+
+
+async def drain(worker: Worker, agent_puts: int) -> None:
+    """Wait until the agent's batches have taken every message put so far."""
+    sample = "churnwatch_batch_events_sum"
+    for _ in range(200):
+        done = worker.registry.get_sample_value(sample) or 0
+        if done >= agent_puts:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"agent handled {done} of {agent_puts} messages")
+
+
+def test_agent_folds_events_into_one_record_per_customer(worker: Worker) -> None:
+    async def scenario() -> CustomerState:
+        async with worker.agents["usage"].test_context() as agent:
+            for n in range(5):
+                await agent.put(usage("c-1", START + n * 60, n=n), key=b"c-1")
+            await drain(worker, 5)
+        state: CustomerState = worker.customers.data["c-1"]
+        return state
+
+    state = asyncio.run(scenario())
+    assert state.events == 5
+    assert state.ring.total(0, 10**6) == pytest.approx(50.0)
+    assert state.first_seen == START
+    assert state.last_seen == START + 4 * 60
+    processed = worker.registry.get_sample_value(
+        "churnwatch_events_processed_total", {"topic": worker.settings.topics.usage}
+    )
+    assert processed == 5
+
+
+def test_agent_dead_letters_bad_input_and_keeps_going(worker: Worker, emitter: ListEmitter) -> None:
+    async def scenario() -> None:
+        async with worker.agents["usage"].test_context() as agent:
+            await agent.put(b"{not json", key=b"c-1")
+            await agent.put(orjson.dumps({"customer_id": "c-1"}), key=b"c-1")
+            await agent.put(usage("c-1", START), key=b"c-1")
+            await drain(worker, 3)
+
+    asyncio.run(scenario())
+    dead = emitter.on(worker.settings.topics.dead_letters)
+    assert [dict(headers or [])["churnwatch.reason"] for _, _, headers in dead] == [
+        b"not_json",
+        b"missing_field",
+    ]
+    assert dead[0][1] == b"{not json"  # the original bytes, untouched
+    assert worker.customers.data["c-1"].events == 1
+
+
+def test_agent_opens_an_alert_when_a_customer_goes_silent(
+    worker: Worker, emitter: ListEmitter
+) -> None:
+    async def scenario() -> None:
+        async with worker.agents["usage"].test_context() as agent:
+            puts = 0
+            for day in range(30):
+                for customer in ("steady", "silent"):
+                    if customer == "silent" and day >= 20:
+                        continue
+                    await agent.put(
+                        usage(customer, START + day * DAY + 3600), key=customer.encode()
+                    )
+                    puts += 1
+            await drain(worker, puts)
+
+    asyncio.run(scenario())
+    alerts = [orjson.loads(value) for _, value, _ in emitter.on(worker.settings.topics.alerts)]
+    assert {a["customer_id"] for a in alerts} == {"silent"}
+    opened = [a for a in alerts if a["status"] == "opened"]
+    assert len(opened) == 1
+    assert "inactive" in {r["code"] for a in alerts for r in a["reasons"]}
