@@ -56,7 +56,7 @@ class WorkerMetrics:
         )
         self.heartbeats = Counter(
             "churnwatch_heartbeats",
-            "Heartbeat control messages that advanced event time.",
+            "Heartbeat control messages received (each may advance its partition's event time).",
             ["topic"],
             registry=registry,
         )

@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the input topics")
     replication_factor: int = Field(1, ge=1)
-    web_host: str = "127.0.0.1"
+    web_bind: str = Field("127.0.0.1", description="address the HTTP server listens on")
+    web_host: str = Field(
+        "127.0.0.1", description="hostname other workers and clients reach this worker by"
+    )
     web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path = Field(Path("var/worker"), description="Faust's table and worker data")
     cache_dir: Path = Field(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.partition import PartitionEngine
@@ -90,7 +90,10 @@ def create_worker(
     `emitter` replaces Faust's producer for alerts and dead letters (agent tests).
     """
     register_codecs()
-    registry = registry or CollectorRegistry()
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -99,7 +102,7 @@ def create_worker(
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
-        web_bind=settings.web_host,
+        web_bind=settings.web_bind,
         web_host=settings.web_host,
         consumer_auto_offset_reset="earliest",
         producer_linger=0.005,

@@ -7,6 +7,7 @@ metric labels and dead-letter headers, so they are few and stable.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -14,6 +15,11 @@ from typing import Any, Final, Protocol
 import orjson
 
 from churnwatch.exceptions import InvalidEventError
+
+# RFC 3339 date-time; datetime.fromisoformat alone also takes other ISO 8601 forms.
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
 
 REASONS: Final = (
     "payload_too_large",
@@ -89,6 +95,9 @@ def parse_usage_message(
         raise InvalidEventError(
             "key_mismatch", "message key differs from customer_id (wrong partition)"
         )
+    properties = payload.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        raise InvalidEventError("wrong_type", "properties must be an object")
     return UsageEvent(
         event_id=_identifier(payload, "event_id", limits),
         customer_id=customer_id,
@@ -152,11 +161,11 @@ def parse_timestamp(value: object) -> float:
         raise InvalidEventError("wrong_type", "occurred_at must be RFC 3339 or epoch seconds")
     if len(value) > 40:
         raise InvalidEventError("invalid_value", "occurred_at is too long for RFC 3339")
+    if not _RFC3339.fullmatch(value):
+        if _RFC3339.fullmatch(value + "Z"):
+            raise InvalidEventError("invalid_value", "occurred_at needs a UTC offset (e.g. Z)")
+        raise InvalidEventError("invalid_value", f"occurred_at is not RFC 3339: {value!r}")
     try:
-        parsed = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp()
     except ValueError:
-        detail = f"occurred_at is not RFC 3339: {value!r}"
-        raise InvalidEventError("invalid_value", detail) from None
-    if parsed.tzinfo is None:
-        raise InvalidEventError("invalid_value", "occurred_at needs a UTC offset (e.g. Z)")
-    return parsed.timestamp()
+        raise InvalidEventError("invalid_value", f"occurred_at is not a date: {value!r}") from None

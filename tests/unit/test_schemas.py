@@ -1,0 +1,204 @@
+"""The JSON Schemas in docs/schemas agree with the code that reads and writes the messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from churnwatch.domain.alerts import AlertEvent, OpenAlert, next_transition
+from churnwatch.domain.engagement import SECONDS_PER_DAY
+from churnwatch.domain.events import REASONS, Heartbeat, UsageEvent, parse_usage_message
+from churnwatch.domain.rules import Reason
+from churnwatch.exceptions import InvalidEventError
+from config.settings import EventLimits
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+NOW = datetime(2024, 3, 9, 12, tzinfo=UTC).timestamp()
+LIMITS = EventLimits()
+FORMATS = Draft202012Validator.FORMAT_CHECKER
+
+
+def _validator(name: str, *, formats: bool = True) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    return Draft202012Validator(schema, format_checker=FORMATS if formats else None)
+
+
+def _parse(event: Any, key: bytes | None = None) -> UsageEvent | Heartbeat:
+    return parse_usage_message(orjson.dumps(event), key, now=NOW, limits=LIMITS)
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    """A valid minimal event with `fields` replaced (a value of ... removes the field)."""
+    event: dict[str, Any] = {
+        "event_id": "evt-1",
+        "customer_id": "c-42",
+        "occurred_at": "2024-03-05T14:07:12Z",
+        "event_type": "report.exported",
+    }
+    event.update(fields)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+VALID_EVENTS = {
+    "minimal_rfc3339_z": _event(),
+    "all_fields_offset_fraction": _event(
+        occurred_at="2024-03-05T16:07:12.123456+02:00",
+        user_id="u-7",
+        quantity=3,
+        properties={"format": "pdf", "pages": 12},
+    ),
+    "negative_offset": _event(occurred_at="2024-03-05T09:07:12-05:00"),
+    "epoch_int": _event(occurred_at=1_709_647_632),
+    "epoch_float": _event(occurred_at=1_709_647_632.25),
+    "nulls_mean_absent": _event(user_id=None, quantity=None),
+    "quantity_zero": _event(quantity=0),
+    "quantity_fraction": _event(quantity=0.5),
+    "quantity_max": _event(quantity=1e9),
+    "longest_ids": _event(event_id="e" * 256, customer_id="c" * 256, event_type="t" * 256),
+    "unknown_fields_allowed": _event(source="billing", control="other"),
+}
+
+# (event, reason the parser gives); every one must also fail the schema.
+INVALID_EVENTS: dict[str, tuple[Any, str]] = {
+    "array": ([1, 2], "not_an_object"),
+    "string": ("hello", "not_an_object"),
+    "no_event_id": (_event(event_id=...), "missing_field"),
+    "no_customer_id": (_event(customer_id=...), "missing_field"),
+    "no_occurred_at": (_event(occurred_at=...), "missing_field"),
+    "no_event_type": (_event(event_type=...), "missing_field"),
+    "null_event_id": (_event(event_id=None), "missing_field"),
+    "null_occurred_at": (_event(occurred_at=None), "missing_field"),
+    "numeric_customer_id": (_event(customer_id=42), "wrong_type"),
+    "empty_event_type": (_event(event_type=""), "invalid_value"),
+    "too_long_event_id": (_event(event_id="e" * 257), "invalid_value"),
+    "empty_user_id": (_event(user_id=""), "invalid_value"),
+    "numeric_user_id": (_event(user_id=7), "wrong_type"),
+    "negative_quantity": (_event(quantity=-1), "invalid_value"),
+    "huge_quantity": (_event(quantity=1e9 + 1), "invalid_value"),
+    "string_quantity": (_event(quantity="3"), "wrong_type"),
+    "boolean_quantity": (_event(quantity=True), "wrong_type"),
+    "naive_timestamp": (_event(occurred_at="2024-01-01T00:00:00"), "invalid_value"),
+    "date_only": (_event(occurred_at="2024-01-01"), "invalid_value"),
+    "impossible_date": (_event(occurred_at="2024-02-30T00:00:00Z"), "invalid_value"),
+    "words_timestamp": (_event(occurred_at="yesterday"), "invalid_value"),
+    "boolean_timestamp": (_event(occurred_at=True), "wrong_type"),
+    "list_timestamp": (_event(occurred_at=[2024, 1, 1]), "wrong_type"),
+    "epoch_before_2000": (_event(occurred_at=0), "timestamp_out_of_range"),
+    "heartbeat_without_time": ({"control": "heartbeat"}, "missing_field"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*.schema.json")), ids=lambda p: p.name)
+def test_schema_is_valid_draft_2020_12(path: Path) -> None:
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema, format_checker=FORMATS)
+    for example in schema.get("examples", []):
+        validator.validate(example)
+
+
+def test_every_documented_schema_is_present() -> None:
+    names = {p.name for p in SCHEMAS.glob("*.schema.json")}
+    assert names == {"usage-event.schema.json", "heartbeat.schema.json", "alert.schema.json"}
+
+
+def test_format_checker_enforces_date_time() -> None:
+    # Without rfc3339-validator installed, jsonschema skips date-time checks silently.
+    assert not FORMATS.conforms("2024-02-30T00:00:00Z", "date-time")
+    assert FORMATS.conforms("2024-02-29T00:00:00Z", "date-time")
+
+
+@pytest.mark.parametrize("event", VALID_EVENTS.values(), ids=VALID_EVENTS.keys())
+def test_valid_event_passes_schema_and_parser(event: dict[str, Any]) -> None:
+    _validator("usage-event.schema.json").validate(event)
+    parsed = _parse(event, key=event["customer_id"].encode())
+    assert isinstance(parsed, UsageEvent)
+    assert parsed.customer_id == event["customer_id"]
+    assert parsed.quantity == (event.get("quantity") if event.get("quantity") is not None else 1)
+
+
+@pytest.mark.parametrize(("event", "reason"), INVALID_EVENTS.values(), ids=INVALID_EVENTS.keys())
+def test_invalid_event_fails_schema_and_parser(event: Any, reason: str) -> None:
+    assert reason in REASONS
+    with pytest.raises(ValidationError):
+        _validator("usage-event.schema.json").validate(event)
+    with pytest.raises(InvalidEventError) as caught:
+        _parse(event)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2024-01-01T00:00:00", "2024-01-01 00:00:00Z", "2024-01-01T00:00Z"]
+)
+def test_pattern_refuses_what_date_time_format_may_not(timestamp: str) -> None:
+    # Validators that treat `format` as an annotation still refuse timestamps without an offset.
+    for name in ("usage-event.schema.json", "heartbeat.schema.json"):
+        with pytest.raises(ValidationError):
+            _validator(name, formats=False).validate(_event(occurred_at=timestamp))
+
+
+def test_heartbeat_is_not_a_usage_event() -> None:
+    heartbeat = _event(control="heartbeat")
+    assert not _validator("usage-event.schema.json").is_valid(heartbeat)
+    assert isinstance(_parse(heartbeat), Heartbeat)
+
+
+@pytest.mark.parametrize(
+    "heartbeat",
+    [
+        {"control": "heartbeat", "occurred_at": "2024-03-05T15:00:00Z"},
+        {"control": "heartbeat", "occurred_at": 1_709_650_800},
+    ],
+)
+def test_heartbeat_example_validates_and_parses(heartbeat: dict[str, Any]) -> None:
+    _validator("heartbeat.schema.json").validate(heartbeat)
+    parsed = parse_usage_message(orjson.dumps(heartbeat), b"any-key", now=NOW, limits=LIMITS)
+    assert parsed == Heartbeat(occurred_at=1_709_650_800.0)
+
+
+DAY = int(datetime(2024, 3, 12, tzinfo=UTC).timestamp()) // SECONDS_PER_DAY
+DROP = Reason("usage_drop", observed=2.142857, baseline=24.5, window_days=7, strength=0.91)
+IDLE = Reason("inactive", observed=9.0, baseline=7.0, window_days=7, strength=9 / 14)
+
+
+def _transitions() -> dict[str, AlertEvent]:
+    opened_state, opened = next_transition("c-42", None, (DROP,), DAY)
+    assert opened_state is not None
+    assert opened is not None
+    escalated_state, escalated = next_transition("c-42", opened_state, (DROP, IDLE), DAY + 1)
+    assert escalated is not None
+    assert isinstance(escalated_state, OpenAlert)
+    _, resolved = next_transition("c-42", escalated_state, (), DAY + 5)
+    assert resolved is not None
+    return {"opened": opened, "escalated": escalated, "resolved": resolved}
+
+
+@pytest.mark.parametrize("status", ["opened", "escalated", "resolved"])
+def test_alert_wire_form_matches_schema(status: str) -> None:
+    alert = _transitions()[status]
+    assert alert.status == status
+    wire = alert.to_json_dict(emitted_at=NOW + 0.25)
+    # Through JSON, as a consumer receives it.
+    _validator("alert.schema.json").validate(json.loads(orjson.dumps(wire)))
+
+
+def test_alert_schema_tolerates_new_fields() -> None:
+    wire = _transitions()["opened"].to_json_dict(emitted_at=NOW)
+    wire["severity"] = "high"
+    _validator("alert.schema.json").validate(wire)
+
+
+def test_alert_schema_refuses_wrong_status_and_score() -> None:
+    validator = _validator("alert.schema.json")
+    wire = _transitions()["opened"].to_json_dict(emitted_at=NOW)
+    assert not validator.is_valid({**wire, "status": "churned"})
+    assert not validator.is_valid({**wire, "risk_score": 101})
+    assert not validator.is_valid({**wire, "alert_id": "not-a-uuid"})
