@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents import clock, rebalance, usage, web
+from agents import clock, figures, ingest, rebalance, web
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 def install_all(worker: Worker) -> None:
     """Register every agent, timer, signal handler and web view on the worker's app."""
-    usage.install(worker)
+    ingest.install(worker)
+    figures.install(worker)
     clock.install(worker)
     rebalance.install(worker)
     web.install(worker)

@@ -18,4 +18,4 @@ def install(worker: Worker) -> None:
     async def advance_live_clock() -> None:
         """Treat the wall clock as a heartbeat on every owned partition (finds silence)."""
         async with worker.lock:
-            await worker.usage.advance(worker.owned_partitions(), time.time())
+            await worker.ingest.advance(worker.owned_partitions(), time.time())

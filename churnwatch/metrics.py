@@ -7,12 +7,20 @@ from the partitions this worker owns, so the sum over workers counts every custo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from churnwatch.domain.churn import Figures
+
+if TYPE_CHECKING:
+    from streams.figures import FiguresSnapshot
+
+OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +32,23 @@ class StateSummary:
     at_risk_by_reason: Mapping[str, int] = field(default_factory=dict)
     watermarks: Mapping[int, float] = field(default_factory=dict)  # partition -> epoch seconds
     wall_clock: float = 0.0
+    figures: FiguresSnapshot | None = None
+
+
+class BoundedLabels:
+    """Keeps a label's distinct values bounded: the first `limit` seen, then `other`."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
 
 
 class WorkerMetrics:
@@ -32,7 +57,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events_processed = Counter(
             "churnwatch_events_processed",
-            "Input events applied to customer state.",
+            "Input events consumed and not dead-lettered (applied, duplicate or redelivered).",
             ["topic"],
             registry=registry,
         )
@@ -51,6 +76,12 @@ class WorkerMetrics:
         self.events_redelivered = Counter(
             "churnwatch_events_redelivered",
             "Messages skipped because their offset was already applied (redelivery).",
+            ["topic"],
+            registry=registry,
+        )
+        self.events_duplicate = Counter(
+            "churnwatch_events_duplicate",
+            "Events already applied under the same id (producer retries), counted once.",
             ["topic"],
             registry=registry,
         )
@@ -83,8 +114,15 @@ class WorkerMetrics:
 class StateCollector(Collector):
     """Gauges read from the worker's state at scrape time."""
 
-    def __init__(self, summarize: Callable[[], StateSummary]) -> None:
+    def __init__(
+        self,
+        summarize: Callable[[], StateSummary],
+        segment_by: Sequence[str] = (),
+        max_segment_values: int = 50,
+    ) -> None:
         self._summarize = summarize
+        self._segment_by = tuple(segment_by)
+        self._bounds = [BoundedLabels(max_segment_values) for _ in self._segment_by]
 
     def collect(self) -> Iterable[Metric]:
         summary = self._summarize()
@@ -107,6 +145,69 @@ class StateCollector(Collector):
             by_reason.add_metric([reason], count)
         yield by_reason
         yield from _watermark_gauges(summary)
+        if summary.figures is not None:
+            yield from self._figure_gauges(summary.figures)
+
+    def _figure_gauges(self, snapshot: FiguresSnapshot) -> Iterator[Metric]:
+        """Numerators and denominators per period and segment; ratios are PromQL's job."""
+        labels = ["period", *self._segment_by]
+        families: dict[str, GaugeMetricFamily] = {}
+        for item in fields(Figures):
+            name, unit = _figure_metric(item.name)
+            families[item.name] = GaugeMetricFamily(
+                f"churnwatch_period_{name}", _FIGURE_HELP.get(item.name, name) + unit, labels=labels
+            )
+        start = GaugeMetricFamily(
+            "churnwatch_period_start_timestamp_seconds", "Start of the period.", labels=["period"]
+        )
+        end = GaugeMetricFamily(
+            "churnwatch_period_counted_until_timestamp_seconds",
+            "Where counting stopped: the period end, or the watermark while it is open.",
+            labels=["period"],
+        )
+        for period_name, view in snapshot.views.items():
+            start.add_metric([period_name], view.period.start)
+            end.add_metric([period_name], view.end)
+            bounded: dict[tuple[str, ...], Figures] = {}
+            for segment, figures in view.figures.items():
+                key = tuple(
+                    bound(value) for bound, value in zip(self._bounds, segment, strict=True)
+                )
+                bounded.setdefault(key, Figures()).add(figures)
+            for segment, figures in sorted(bounded.items()):
+                for item_name, value in figures.as_dict().items():
+                    scale = 100 if item_name.endswith("_cents") else 1
+                    families[item_name].add_metric([period_name, *segment], value / scale)
+        yield start
+        yield end
+        yield from families.values()
+
+
+def _figure_metric(field_name: str) -> tuple[str, str]:
+    if field_name.endswith("_mrr_cents"):
+        return field_name.removesuffix("_cents"), " (MRR, currency units)"
+    return field_name, ""
+
+
+_FIGURE_HELP = {
+    "start_customers": "Customers subscribed at the period start",
+    "end_customers": "Customers subscribed at the period end (or now)",
+    "retained_customers": "Subscribed at start and end",
+    "churned_customers": "Subscribed at start, not at end",
+    "churned_involuntary_customers": "Churned while a payment was failing",
+    "new_customers": "Subscribed at end, never before the start",
+    "reactivated_customers": "Subscribed at end, not at start, subscribed some time before",
+    "start_mrr_cents": "MRR at start of customers subscribed at start",
+    "end_mrr_cents": "MRR at end of customers subscribed at end",
+    "churned_mrr_cents": "MRR at start of churned customers",
+    "downsell_mrr_cents": "MRR decreases of retained customers",
+    "expansion_mrr_cents": "MRR increases of retained customers",
+    "new_mrr_cents": "MRR at end of new customers",
+    "reactivation_mrr_cents": "MRR at end of reactivated customers",
+    "retained_end_mrr_cents": "MRR at end of retained customers",
+    "start_active_customers": "Customers active (usage in the activity window) at the start",
+    "churned_active_customers": "Active at the start, not at the end",
+}
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

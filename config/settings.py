@@ -9,6 +9,8 @@ by `CHURNWATCH_CONFIG_FILE` (or `--config`), then the defaults below. Print it w
 from __future__ import annotations
 
 import os
+import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -24,6 +27,8 @@ from churnwatch.exceptions import ConfigError
 
 ENV_PREFIX = "CHURNWATCH_"
 CONFIG_FILE_VARIABLE = "CHURNWATCH_CONFIG_FILE"
+# The file given to load_settings(), for the settings being built right now only.
+_config_file: ContextVar[Path | None] = ContextVar("churnwatch_config_file", default=None)
 
 
 class _Section(BaseModel):
@@ -54,12 +59,38 @@ class RuleSettings(_Section):
         14, ge=1, description="usage_drop: baseline days the customer must have existed for"
     )
     inactive_days: int = Field(7, ge=1, le=90, description="inactive: full days without usage")
+    payment_grace_days: int = Field(
+        3, ge=0, le=60, description="payment_failed: days a failure may last before it counts"
+    )
+    downgrade_window_days: int = Field(
+        30, ge=1, le=90, description="downgrade: compare MRR and seats with this many days ago"
+    )
 
     @model_validator(mode="after")
     def _baseline_fits(self) -> RuleSettings:
         if self.min_baseline_days > self.baseline_days:
             raise ValueError("min_baseline_days cannot exceed baseline_days")
         return self
+
+
+class ChurnSettings(_Section):
+    """How churn figures are counted (docs/churn.md)."""
+
+    period: Literal["week", "month", "quarter"] = Field("month", description="UTC calendar")
+    segment_by: tuple[str, ...] = Field(
+        ("plan", "channel"), max_length=3, description="billing attributes figures are split by"
+    )
+    count_intra_period: bool = Field(
+        False, description="count customers who join and leave inside one period as churned"
+    )
+    involuntary_after_days: float | None = Field(
+        None, gt=0, description="a payment failing this many days counts as (involuntary) churn"
+    )
+    activity_window_days: int = Field(14, ge=1, le=28, description="activity churn window")
+    max_segment_values: int = Field(
+        50, ge=1, le=1000, description="distinct values per attribute; the rest become 'other'"
+    )
+    figures_interval_seconds: float = Field(10.0, gt=0, description="refresh of the gauges")
 
 
 class EventLimits(_Section):
@@ -99,6 +130,10 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path = Field(Path("var/worker"), description="Faust's table and worker data")
+    database_url: str = Field(
+        "sqlite:///var/churnwatch.sqlite3",
+        description="SQLAlchemy URL of the store; postgresql+psycopg://… in production",
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "churnwatch", description="where the embedded Kafka jars live"
     )
@@ -118,6 +153,7 @@ class Settings(BaseSettings):
 
     topics: TopicSettings = TopicSettings()
     rules: RuleSettings = RuleSettings()
+    churn: ChurnSettings = ChurnSettings()
     limits: EventLimits = EventLimits()
 
     @property
@@ -134,7 +170,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        config_file = _config_file.get() or os.environ.get(CONFIG_FILE_VARIABLE)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
@@ -143,12 +179,12 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings once, at the edge; raise ConfigError with every problem listed."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file not found: {config_file}")
-        os.environ[CONFIG_FILE_VARIABLE] = str(config_file)
-    elif (named := os.environ.get(CONFIG_FILE_VARIABLE)) and not Path(named).is_file():
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    named = os.environ.get(CONFIG_FILE_VARIABLE)
+    if config_file is None and named and not Path(named).is_file():
         raise ConfigError(f"{CONFIG_FILE_VARIABLE} names a missing file: {named}")
+    token = _config_file.set(config_file)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -156,3 +192,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file is not valid TOML: {exc}") from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    finally:
+        _config_file.reset(token)

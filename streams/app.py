@@ -10,12 +10,14 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
+from churnwatch.domain.churn import ChurnPolicy
 from churnwatch.domain.engagement import ring_days_needed
-from churnwatch.domain.partition import PartitionEngine
+from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.codecs import CUSTOMER_CODEC, register_codecs
-from streams.ingest import Emitter, OutputTopics, UsageBatch
+from streams.figures import FiguresSnapshot, figures_snapshot
+from streams.ingest import Emitter, IngestBatch, PeriodSink, Topics
 from streams.state import ClockBook, PartitionIndex
 
 
@@ -39,13 +41,15 @@ class Worker:
     settings: Settings
     registry: CollectorRegistry
     metrics: WorkerMetrics
-    usage_topic: Any
+    input_topics: Any
     customers: Any
     clocks: ClockBook
     index: PartitionIndex
-    usage: UsageBatch
+    engine: PartitionEngine
+    ingest: IngestBatch
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     agents: dict[str, Any] = field(default_factory=dict)
+    figures: FiguresSnapshot = field(default_factory=FiguresSnapshot)
 
     def owned_partitions(self) -> set[int]:
         """Partitions of the usage topic this worker actively owns right now."""
@@ -54,6 +58,17 @@ class Worker:
         except Exception:  # before the first assignment the assignor has nothing to say
             return set()
         return {tp.partition for tp in actives if tp.topic == self.settings.topics.usage}
+
+    def refresh_figures(self) -> None:
+        """Recount the churn figures of the owned partitions (a timer calls this)."""
+        owned = self.owned_partitions()
+        data = self.customers.data
+        partitions = {
+            partition: [data[c] for c in self.index.customers(partition) if c in data]
+            for partition in owned
+        }
+        watermarks = self.clocks.watermarks(owned, self.settings.allowed_lateness_seconds)
+        self.figures = figures_snapshot(self.engine, partitions, watermarks)
 
     def summarize(self) -> StateSummary:
         """State gauges over the owned partitions (scrape time, O(customers))."""
@@ -77,6 +92,7 @@ class Worker:
             at_risk_by_reason=by_reason,
             watermarks=self.clocks.watermarks(owned, self.settings.allowed_lateness_seconds),
             wall_clock=time.time(),
+            figures=self.figures,
         )
 
 
@@ -84,10 +100,12 @@ def create_worker(
     settings: Settings,
     registry: CollectorRegistry | None = None,
     emitter: Emitter | None = None,
+    periods: PeriodSink | None = None,
 ) -> Worker:
     """Build the Faust app and everything it runs, without starting anything.
 
-    `emitter` replaces Faust's producer for alerts and dead letters (agent tests).
+    `emitter` replaces Faust's producer for alerts and dead letters, `periods` the SQL store
+    of closed periods (agent tests).
     """
     register_codecs()
     if registry is None:
@@ -112,8 +130,9 @@ def create_worker(
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
     )
-    usage_topic = app.topic(
+    input_topics = app.topic(
         settings.topics.usage,
+        settings.topics.billing,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -131,18 +150,28 @@ def create_worker(
             max(
                 settings.rules.recent_days + settings.rules.baseline_days,
                 settings.rules.inactive_days,
+                settings.churn.activity_window_days,
             ),
             settings.allowed_lateness_seconds,
         ),
+        granularity=settings.churn.period,
+        policy=ChurnPolicy(
+            count_intra_period=settings.churn.count_intra_period,
+            involuntary_after_days=settings.churn.involuntary_after_days,
+            activity_window_days=settings.churn.activity_window_days,
+        ),
+        segment_by=settings.churn.segment_by,
     )
-    usage = UsageBatch(
+    topics = settings.topics
+    ingest = IngestBatch(
         engine=engine,
         customers=customers,
         clocks=clocks,
         index=index,
         limits=settings.limits,
-        outputs=OutputTopics(settings.topics.alerts, settings.topics.dead_letters),
+        topics=Topics(topics.usage, topics.billing, topics.alerts, topics.dead_letters),
         emitter=emitter or FaustEmitter(app),
+        periods=periods or default_period_sink(settings),
         metrics=metrics,
     )
     worker = Worker(
@@ -150,13 +179,18 @@ def create_worker(
         settings=settings,
         registry=registry,
         metrics=metrics,
-        usage_topic=usage_topic,
+        input_topics=input_topics,
         customers=customers,
         clocks=clocks,
         index=index,
-        usage=usage,
+        engine=engine,
+        ingest=ingest,
     )
-    registry.register(StateCollector(worker.summarize))
+    registry.register(
+        StateCollector(
+            worker.summarize, settings.churn.segment_by, settings.churn.max_segment_values
+        )
+    )
 
     from agents import install_all  # agents import this module's Worker: keep the cycle late
 
@@ -174,3 +208,18 @@ def _table(app: faust.App, name: str, value_serializer: str, partitions: int) ->
     table.key_serializer = "raw"
     table.value_serializer = value_serializer
     return table
+
+
+class MemoryPeriodSink:
+    """Keeps closed periods in memory (tests; workers without a database)."""
+
+    def __init__(self) -> None:
+        self.closed: list[ClosedPeriod] = []
+
+    async def record(self, closed: ClosedPeriod) -> None:
+        self.closed.append(closed)
+
+
+def default_period_sink(settings: Settings) -> PeriodSink:
+    """The SQL store named by the settings."""
+    return MemoryPeriodSink()

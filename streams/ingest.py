@@ -1,7 +1,7 @@
 """One batch of input messages: decode, dead-letter the bad, fold the good, write, emit, count.
 
 Faust-free apart from the table handles it is given, so unit tests drive it with plain
-messages and an in-memory emitter.
+messages, an in-memory emitter and an in-memory period sink.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Protocol
 import orjson
 
 from churnwatch.domain.alerts import AlertEvent
-from churnwatch.domain.events import Heartbeat, Limits, UsageEvent, parse_usage_message
-from churnwatch.domain.partition import PartitionEngine
+from churnwatch.domain.billing import parse_billing_message
+from churnwatch.domain.events import Heartbeat, Limits, parse_usage_message
+from churnwatch.domain.partition import ClosedPeriod, Item, PartitionEngine
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
@@ -47,14 +48,22 @@ class Emitter(Protocol):
     ) -> None: ...
 
 
+class PeriodSink(Protocol):
+    """Where a partition's final figures of a closed period go (the SQL store)."""
+
+    async def record(self, closed: ClosedPeriod) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class OutputTopics:
+class Topics:
+    usage: str
+    billing: str
     alerts: str
     dead_letters: str
 
 
-class UsageBatch:
-    """Processes batches of `usage-events` messages for the partitions this worker owns."""
+class IngestBatch:
+    """Processes batches of `usage-events` and `billing-events` for the owned partitions."""
 
     def __init__(
         self,
@@ -64,8 +73,9 @@ class UsageBatch:
         clocks: ClockBook,
         index: PartitionIndex,
         limits: Limits,
-        outputs: OutputTopics,
+        topics: Topics,
         emitter: Emitter,
+        periods: PeriodSink,
         metrics: WorkerMetrics,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -74,20 +84,22 @@ class UsageBatch:
         self._clocks = clocks
         self._index = index
         self._limits = limits
-        self._outputs = outputs
+        self._topics = topics
         self._emitter = emitter
+        self._periods = periods
         self._metrics = metrics
         self._wall_clock = wall_clock
 
     async def handle(self, messages: Sequence[Message]) -> None:
-        """Fold a batch; every message ends processed, skipped as redelivered, or dead-lettered."""
+        """Fold a batch; every message ends processed (applied, duplicate or redelivered),
+        a heartbeat, or dead-lettered."""
         started = time.perf_counter()
         now = self._wall_clock()
-        parsed: dict[int, list[tuple[int, UsageEvent | Heartbeat]]] = defaultdict(list)
+        parsed: dict[int, list[tuple[int, Item]]] = defaultdict(list)
         sources: dict[int, list[Message]] = defaultdict(list)
         for message in messages:
             try:
-                item = parse_usage_message(message.value, message.key, now=now, limits=self._limits)
+                item = self._parse(message, now)
             except InvalidEventError as error:
                 await self._dead_letter(message, error, now)
                 continue
@@ -98,17 +110,26 @@ class UsageBatch:
         for partition, items in parsed.items():
             clock = self._clocks.get(partition)
             result = self._engine.process(clock, items, store)
+            late = set(result.late)
+            too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
-                late = InvalidEventError("late", "event time is older than the watermark")
-                await self._dead_letter(sources[partition][position], late, now)
+                await self._dead_letter(sources[partition][position], too_late, now)
+            for position in result.duplicates:
+                self._metrics.events_duplicate.labels(sources[partition][position].topic).inc()
+            for position in result.redelivered:
+                self._metrics.events_redelivered.labels(sources[partition][position].topic).inc()
+            for position, (message, (_, item)) in enumerate(
+                zip(sources[partition], items, strict=True)
+            ):
+                if isinstance(item, Heartbeat):
+                    self._metrics.heartbeats.labels(message.topic).inc()
+                elif position not in late:
+                    self._metrics.events_processed.labels(message.topic).inc()
             if result.clock_changed:
                 self._clocks.save(clock)
-            topic = sources[partition][0].topic
-            self._metrics.events_processed.labels(topic).inc(result.applied)
-            self._metrics.events_redelivered.labels(topic).inc(result.redelivered)
-            self._metrics.heartbeats.labels(topic).inc(result.heartbeats)
-            for alert in result.alerts:
-                await self._publish(alert, now)
+            await self._publish_all(result.alerts, now)
+            for closed in result.closed:
+                await self._periods.record(closed)
         store.flush()
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
@@ -122,27 +143,40 @@ class UsageBatch:
             result = self._engine.process(clock, [(-1, Heartbeat(to_time))], store)
             if result.clock_changed:
                 self._clocks.save(clock)
-            for alert in result.alerts:
-                await self._publish(alert, now)
+            await self._publish_all(result.alerts, now)
+            for closed in result.closed:
+                await self._periods.record(closed)
         store.flush()
+
+    def _parse(self, message: Message, now: float) -> Item:
+        if message.topic == self._topics.billing:
+            return parse_billing_message(
+                message.value,
+                message.key,
+                now=now,
+                limits=self._limits,
+                segment_attributes=self._engine.segment_by,
+            )
+        return parse_usage_message(message.value, message.key, now=now, limits=self._limits)
 
     async def _dead_letter(self, message: Message, error: InvalidEventError, now: float) -> None:
         headers = dead_letter_headers(error, message.topic, message.partition, message.offset, now)
         await self._emitter.send(
-            self._outputs.dead_letters, message.key, message.value or b"", headers
+            self._topics.dead_letters, message.key, message.value or b"", headers
         )
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":
             self._metrics.events_late.labels(message.topic).inc()
 
-    async def _publish(self, alert: AlertEvent, now: float) -> None:
-        payload = orjson.dumps(alert.to_json_dict(emitted_at=now))
-        await self._emitter.send(self._outputs.alerts, alert.customer_id.encode(), payload, None)
-        self._metrics.alerts.labels(alert.status, primary_reason(alert)).inc()
+    async def _publish_all(self, alerts: list[AlertEvent], now: float) -> None:
+        for alert in alerts:
+            payload = orjson.dumps(alert.to_json_dict(emitted_at=now))
+            await self._emitter.send(self._topics.alerts, alert.customer_id.encode(), payload, None)
+            self._metrics.alerts.labels(alert.status, primary_reason(alert)).inc()
 
 
 def primary_reason(alert: AlertEvent) -> str:
-    """The reason weighing most in the alert (`none` for a resolution without reasons)."""
+    """The reason weighing most in the alert (`none` for a closing without reasons)."""
     if not alert.reasons:
         return "none"
     return max(alert.reasons, key=lambda r: WEIGHTS[r.code] * r.strength).code

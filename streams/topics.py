@@ -21,6 +21,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     topics = settings.topics
     return {
         topics.usage: settings.partitions,
+        topics.billing: settings.partitions,
         topics.alerts: settings.partitions,
         topics.dead_letters: settings.partitions,
     }
@@ -46,9 +47,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
     finally:
         admin.close()
-    usage = settings.topics.usage
-    if counts.get(usage) != settings.partitions:
-        raise ConfigError(
-            f"topic {usage} has {counts.get(usage)} partitions, settings say "
-            f"{settings.partitions}: set CHURNWATCH_PARTITIONS to match the topic"
-        )
+    for name in (settings.topics.usage, settings.topics.billing):
+        if counts.get(name) != settings.partitions:
+            raise ConfigError(
+                f"topic {name} has {counts.get(name)} partitions, settings say "
+                f"{settings.partitions}: input topics must be co-partitioned; set "
+                "CHURNWATCH_PARTITIONS to match the topics"
+            )

@@ -19,7 +19,7 @@ _ID_NAMESPACE: Final = uuid.UUID("5a0c8d3e-6a55-4c55-9a5e-63d1a1f0c0de")
 # Score rise over the last published score that escalates an open alert (less is not news).
 ESCALATION_STEP: Final = 20
 
-Status = Literal["opened", "escalated", "resolved"]
+Status = Literal["opened", "escalated", "resolved", "churned"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +74,20 @@ def alert_id_for(customer_id: str, opened_day: int) -> str:
 
 
 def next_transition(
-    customer_id: str, current: OpenAlert | None, reasons: tuple[Reason, ...], as_of_day: int
+    customer_id: str,
+    current: OpenAlert | None,
+    reasons: tuple[Reason, ...],
+    as_of_day: int,
+    churned: bool = False,
 ) -> tuple[OpenAlert | None, AlertEvent | None]:
-    """Decide the alert after an evaluation: (alert to remember, event to publish or None)."""
+    """Decide the alert after an evaluation: (alert to remember, event to publish or None).
+
+    A churned customer's open alert closes as `churned`; no new alert opens for it.
+    """
+    if churned:
+        if current is None:
+            return None, None
+        return None, _event(customer_id, current, "churned", (), as_of_day)
     if current is None:
         if not reasons:
             return None, None

@@ -7,17 +7,20 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from churnwatch.domain.alerts import OpenAlert
+from churnwatch.domain.billing import Account, BillingEvent, Timeline
 from churnwatch.domain.engagement import DailyRing, day_of
 
 RECORD_VERSION: Final = 1
+ACTIVITY_MARKS_KEPT: Final = 3
 
 
 @dataclass(slots=True)
 class CustomerState:
-    """Engagement, alert and the last applied source offset of one customer.
+    """Engagement, billing, alert and the last applied source offsets of one customer.
 
-    `usage_offset` is the offset of the last usage event applied, in the customer's own
-    partition: a redelivered message at or below it changes nothing (exact under at-least-once).
+    `usage_offset` and `billing_offset` are the offsets of the last messages applied from each
+    input topic, in the customer's own partition: a redelivered message at or below them
+    changes nothing (exact under at-least-once delivery).
     """
 
     customer_id: str
@@ -27,15 +30,34 @@ class CustomerState:
     ring: DailyRing
     events: int = 0
     usage_offset: int = -1
+    billing_offset: int = -1
     alert: OpenAlert | None = None
+    billing: Timeline | None = None
+    # Period-start days (UTC) at which the customer was active, for boundaries the ring no
+    # longer covers; recorded when the partition's clock passes each period start.
+    active_marks: tuple[int, ...] = ()
 
     @classmethod
     def new(cls, customer_id: str, partition: int, at: float, ring_days: int) -> CustomerState:
-        return cls(customer_id, partition, at, at, DailyRing(size=ring_days, head_day=day_of(at)))
+        ring = DailyRing(size=ring_days, head_day=day_of(at))
+        return cls(customer_id, partition, first_seen=at, last_seen=at, ring=ring, events=0)
+
+    def active_at(self, boundary: float, window_days: int) -> bool:
+        """A usage event in the `window_days` whole days before `boundary`'s day."""
+        day = day_of(boundary)
+        if day - window_days >= self.ring.oldest_day:
+            return self.ring.active_between(day - window_days, day - 1)
+        return day in self.active_marks
+
+    def mark_activity(self, period_start_day: int, window_days: int) -> None:
+        """Remember activity at a period start before the ring forgets it."""
+        if self.ring.active_between(period_start_day - window_days, period_start_day - 1):
+            marks = (*self.active_marks, period_start_day)
+            self.active_marks = marks[-ACTIVITY_MARKS_KEPT:]
 
     def to_plain(self) -> dict[str, Any]:
         """Plain form for the changelog; compact keys, versioned."""
-        return {
+        plain: dict[str, Any] = {
             "v": RECORD_VERSION,
             "id": self.customer_id,
             "p": self.partition,
@@ -43,36 +65,106 @@ class CustomerState:
             "last": self.last_seen,
             "head": self.ring.head_day,
             "vol": self.ring.volume.tolist(),
-            "act": self.ring.active,
+            "act": format(self.ring.active, "x"),  # hex: may exceed JSON's 64-bit integers
             "n": self.events,
             "off": self.usage_offset,
-            "alert": None
-            if self.alert is None
-            else [
-                self.alert.alert_id,
-                self.alert.opened_day,
-                list(self.alert.reason_codes),
-                self.alert.risk_score,
-            ],
         }
+        if self.billing_offset >= 0:
+            plain["boff"] = self.billing_offset
+        if self.alert is not None:
+            alert = self.alert
+            plain["alert"] = [
+                alert.alert_id,
+                alert.opened_day,
+                list(alert.reason_codes),
+                alert.risk_score,
+            ]
+        if self.billing is not None:
+            plain["bill"] = _timeline_plain(self.billing)
+        if self.active_marks:
+            plain["marks"] = list(self.active_marks)
+        return plain
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> CustomerState:
         if plain.get("v") != RECORD_VERSION:
             raise ValueError(f"unknown customer record version {plain.get('v')!r}")
         volume = array("q", plain["vol"])
-        alert = plain["alert"]
+        alert = plain.get("alert")
+        bill = plain.get("bill")
         return cls(
             customer_id=plain["id"],
             partition=plain["p"],
             first_seen=plain["first"],
             last_seen=plain["last"],
             ring=DailyRing(
-                size=len(volume), head_day=plain["head"], volume=volume, active=plain["act"]
+                size=len(volume),
+                head_day=plain["head"],
+                volume=volume,
+                active=int(plain["act"], 16),
             ),
             events=plain["n"],
             usage_offset=plain["off"],
+            billing_offset=plain.get("boff", -1),
             alert=None
             if alert is None
             else OpenAlert(alert[0], alert[1], tuple(alert[2]), alert[3]),
+            billing=None if bill is None else _timeline_from_plain(bill),
+            active_marks=tuple(plain.get("marks", ())),
         )
+
+
+_ACCOUNT_FIELDS: Final = (
+    "subscribed",
+    "mrr_cents",
+    "plan",
+    "seats",
+    "subscribed_since",
+    "ended_at",
+    "cancel_at",
+    "failing_since",
+    "ever_subscribed",
+    "ended_while_failing",
+)
+_EVENT_FIELDS: Final = (
+    "event_id",
+    "customer_id",
+    "occurred_at",
+    "type",
+    "mrr_cents",
+    "plan",
+    "seats",
+    "currency",
+    "effective_at",
+)
+
+
+def _timeline_plain(timeline: Timeline) -> dict[str, Any]:
+    base = timeline.base
+    return {
+        "base": [getattr(base, name) for name in _ACCOUNT_FIELDS] + [list(base.attributes)],
+        "until": None if timeline.base_until == float("-inf") else timeline.base_until,
+        "changes": [
+            [getattr(event, name) for name in _EVENT_FIELDS] + [list(event.attributes)]
+            for event in timeline.changes
+        ],
+    }
+
+
+def _timeline_from_plain(plain: dict[str, Any]) -> Timeline:
+    *base_values, base_attributes = plain["base"]
+    base = Account(
+        **dict(zip(_ACCOUNT_FIELDS, base_values, strict=True)),
+        attributes=tuple((k, v) for k, v in base_attributes),
+    )
+    changes = []
+    for row in plain["changes"]:
+        *values, attributes = row
+        changes.append(
+            BillingEvent(
+                **dict(zip(_EVENT_FIELDS, values, strict=True)),
+                attributes=tuple((k, v) for k, v in attributes),
+            )
+        )
+    until = plain["until"]
+    return Timeline(base, float("-inf") if until is None else until, changes)

@@ -67,6 +67,10 @@ class DailyRing:
         units = sum(self.volume[day % self.size] for day in self._held(first_day, last_day))
         return units / UNITS_PER_QUANTITY
 
+    def active_between(self, first_day: int, last_day: int) -> bool:
+        """Any event on days first_day..last_day inclusive (days the ring no longer holds: no)."""
+        return any(self.active >> (day % self.size) & 1 for day in self._held(first_day, last_day))
+
     def last_active_day(self, before_day: int) -> int | None:
         """Latest day before `before_day` with any event, if the ring still holds one."""
         for day in range(min(before_day - 1, self.head_day), self.oldest_day - 1, -1):

@@ -88,9 +88,9 @@ def parse_usage_message(
 ) -> UsageEvent | Heartbeat:
     """Turn one `usage-events` message into a UsageEvent (or a Heartbeat)."""
     payload = decode_object(raw, limits)
-    if payload.get("control") == "heartbeat":
-        return Heartbeat(occurred_at=_timestamp(payload, now, limits))
-    customer_id = _identifier(payload, "customer_id", limits)
+    if payload.get("control") is not None:
+        return parse_control(payload, now, limits)
+    customer_id = required_string(payload, "customer_id", limits)
     if key is not None and key != customer_id.encode():
         raise InvalidEventError(
             "key_mismatch", "message key differs from customer_id (wrong partition)"
@@ -99,24 +99,32 @@ def parse_usage_message(
     if properties is not None and not isinstance(properties, dict):
         raise InvalidEventError("wrong_type", "properties must be an object")
     return UsageEvent(
-        event_id=_identifier(payload, "event_id", limits),
+        event_id=required_string(payload, "event_id", limits),
         customer_id=customer_id,
-        occurred_at=_timestamp(payload, now, limits),
-        event_type=_identifier(payload, "event_type", limits),
+        occurred_at=event_time(payload, now, limits),
+        event_type=required_string(payload, "event_type", limits),
         quantity=_quantity(payload, limits),
-        user_id=_optional_identifier(payload, "user_id", limits),
+        user_id=optional_string(payload, "user_id", limits),
     )
 
 
-def _identifier(payload: dict[str, Any], field: str, limits: Limits) -> str:
+def parse_control(payload: dict[str, Any], now: float, limits: Limits) -> Heartbeat:
+    """A control message; `heartbeat` is the only kind so far."""
+    if payload["control"] != "heartbeat":
+        detail = f"unknown control {str(payload['control'])[:40]!r}"
+        raise InvalidEventError("invalid_value", detail)
+    return Heartbeat(occurred_at=event_time(payload, now, limits))
+
+
+def required_string(payload: dict[str, Any], field: str, limits: Limits) -> str:
     if field not in payload or payload[field] is None:
         raise InvalidEventError("missing_field", f"{field} is required")
-    value = _optional_identifier(payload, field, limits)
+    value = optional_string(payload, field, limits)
     assert value is not None
     return value
 
 
-def _optional_identifier(payload: dict[str, Any], field: str, limits: Limits) -> str | None:
+def optional_string(payload: dict[str, Any], field: str, limits: Limits) -> str | None:
     value = payload.get(field)
     if value is None:
         return None
@@ -140,7 +148,7 @@ def _quantity(payload: dict[str, Any], limits: Limits) -> float:
     return float(value)
 
 
-def _timestamp(payload: dict[str, Any], now: float, limits: Limits) -> float:
+def event_time(payload: dict[str, Any], now: float, limits: Limits) -> float:
     if "occurred_at" not in payload or payload["occurred_at"] is None:
         raise InvalidEventError("missing_field", "occurred_at is required")
     seconds = parse_timestamp(payload["occurred_at"])

@@ -1,10 +1,12 @@
 """Fold one partition's messages into customer state, in offset order, in event time.
 
 Each partition keeps its own event-time clock: its watermark is the newest event time seen on
-it less the allowed lateness. Whenever the watermark enters a new UTC day, every customer of
-the partition is evaluated as of that day: that is how silence is found, since no event arrives
-to say that nothing happened. Partitions never wait on each other, so how a consumer interleaves
-them cannot change a result.
+it (usage and billing alike) less the allowed lateness. Whenever the watermark enters a new UTC
+day, every customer of the partition is evaluated as of that day: that is how silence is found,
+since no event arrives to say that nothing happened. When the day starts a new period, the
+period that ended is closed: its figures are final for this partition. Days are closed before
+the event that moves the clock is applied, so no record runs ahead of the day being evaluated.
+Partitions never wait on each other, so how a consumer interleaves them changes no result.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from churnwatch.domain.alerts import AlertEvent, next_transition
+from churnwatch.domain.billing import BillingEvent, Timeline
+from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import day_of
+from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of
 from churnwatch.domain.events import Heartbeat, UsageEvent
-from churnwatch.domain.rules import Thresholds, evaluate
+from churnwatch.domain.periods import Granularity, Period, period_of
+from churnwatch.domain.rules import Thresholds, evaluate, has_churned
+
+Item = UsageEvent | BillingEvent | Heartbeat
 
 
 class CustomerStore(Protocol):
@@ -43,95 +50,142 @@ class PartitionClock:
         return None if self.max_event_time is None else self.max_event_time - lateness
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    """A period whose figures are final for one partition."""
+
+    partition: int
+    period: Period
+    figures: dict[Segment, Figures]
+
+
 @dataclass(slots=True)
 class BatchResult:
-    """What a batch did; `late` holds positions (in the input) of events to dead-letter."""
+    """What a batch did; the lists hold positions (in the input) of messages."""
 
     applied: int = 0
-    redelivered: int = 0
+    redelivered: list[int] = field(default_factory=list)
     heartbeats: int = 0
     late: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
+    closed: list[ClosedPeriod] = field(default_factory=list)
     clock_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionEngine:
-    """The rules, lateness and ring size every partition of a worker shares."""
+    """The rules, time and churn settings every partition of a worker shares."""
 
     thresholds: Thresholds
     allowed_lateness: float
     ring_days: int
+    granularity: Granularity = "month"
+    policy: ChurnPolicy = field(default_factory=ChurnPolicy)
+    segment_by: tuple[str, ...] = ("plan", "channel")
 
     def process(
-        self,
-        clock: PartitionClock,
-        messages: Sequence[tuple[int, UsageEvent | Heartbeat]],
-        store: CustomerStore,
+        self, clock: PartitionClock, messages: Sequence[tuple[int, Item]], store: CustomerStore
     ) -> BatchResult:
-        """Apply `(offset, event)` pairs of `clock.partition`, in offset order."""
+        """Apply `(offset, item)` pairs of `clock.partition`, each topic in offset order."""
         result = BatchResult()
         for position, (offset, item) in enumerate(messages):
-            if isinstance(item, UsageEvent) and not self._apply(clock, offset, item, store, result):
-                result.late.append(position)
-                continue
             if isinstance(item, Heartbeat):
                 result.heartbeats += 1
-            if clock.max_event_time is None or item.occurred_at > clock.max_event_time:
-                clock.max_event_time = item.occurred_at
-                result.clock_changed = True
-                self._close_days(clock, store, result)
+                self._advance(clock, item.occurred_at, store, result)
+                continue
+            state = store.get(item.customer_id)
+            if state is not None and offset <= _applied_offset(state, item):
+                result.redelivered.append(position)
+                continue
+            watermark = clock.watermark(self.allowed_lateness)
+            if watermark is not None and item.occurred_at < watermark:
+                result.late.append(position)
+                continue
+            self._advance(clock, item.occurred_at, store, result)
+            if state is None:
+                state = CustomerState.new(
+                    item.customer_id, clock.partition, item.occurred_at, self.ring_days
+                )
+            if _apply(state, offset, item):
+                result.applied += 1
+            else:
+                result.duplicates.append(position)
+            store.put(state)
         return result
 
-    def _apply(
-        self,
-        clock: PartitionClock,
-        offset: int,
-        event: UsageEvent,
-        store: CustomerStore,
-        result: BatchResult,
-    ) -> bool:
-        """Apply one event; False when it is late (older than the partition's watermark)."""
-        state = store.get(event.customer_id)
-        if state is not None and offset <= state.usage_offset:
-            result.redelivered += 1
-            return True
-        watermark = clock.watermark(self.allowed_lateness)
-        if watermark is not None and event.occurred_at < watermark:
-            return False
-        if state is None:
-            state = CustomerState.new(
-                event.customer_id, clock.partition, event.occurred_at, self.ring_days
-            )
-        if not state.ring.add(day_of(event.occurred_at), event.quantity):
-            return False
-        state.first_seen = min(state.first_seen, event.occurred_at)
-        state.last_seen = max(state.last_seen, event.occurred_at)
-        state.events += 1
-        state.usage_offset = offset
-        store.put(state)
-        result.applied += 1
-        return True
-
-    def _close_days(self, clock: PartitionClock, store: CustomerStore, result: BatchResult) -> None:
-        watermark = clock.watermark(self.allowed_lateness)
-        assert watermark is not None
-        today = day_of(watermark)
+    def _advance(
+        self, clock: PartitionClock, event_time: float, store: CustomerStore, result: BatchResult
+    ) -> None:
+        """Move the clock to `event_time`; close every UTC day the watermark passes."""
+        if clock.max_event_time is not None and event_time <= clock.max_event_time:
+            return
+        clock.max_event_time = event_time
+        result.clock_changed = True
+        today = day_of(event_time - self.allowed_lateness)
         if clock.evaluated_day is None:
             clock.evaluated_day = today
             return
         for as_of_day in range(clock.evaluated_day + 1, today + 1):
-            for state in list(store.in_partition(clock.partition)):
+            customers = list(store.in_partition(clock.partition))
+            period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
+            if period.start == as_of_day * SECONDS_PER_DAY:
+                self._close_period(clock.partition, period.previous(), customers, store, result)
+            for state in customers:
                 self._evaluate(state, as_of_day, store, result)
             clock.evaluated_day = as_of_day
+
+    def _close_period(
+        self,
+        partition: int,
+        ended: Period,
+        customers: list[CustomerState],
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> None:
+        """Final figures of the period that just ended; then fold history it no longer needs."""
+        figures = period_figures(customers, ended.start, ended.end, self.policy, self.segment_by)
+        result.closed.append(ClosedPeriod(partition, ended, figures))
+        start_day = day_of(ended.end)
+        keep_from = min(
+            ended.start,
+            ended.end - (self.thresholds.downgrade_window_days + 1) * SECONDS_PER_DAY,
+        )
+        for state in customers:
+            marks = state.active_marks
+            state.mark_activity(start_day, self.policy.activity_window_days)
+            compacted = state.billing is not None and state.billing.compact(keep_from)
+            if compacted or state.active_marks != marks:
+                store.put(state)
 
     def _evaluate(
         self, state: CustomerState, as_of_day: int, store: CustomerStore, result: BatchResult
     ) -> None:
-        reasons = evaluate(state, as_of_day, self.thresholds)
-        alert, event = next_transition(state.customer_id, state.alert, reasons, as_of_day)
+        churned = has_churned(state, as_of_day)
+        reasons = () if churned else evaluate(state, as_of_day, self.thresholds)
+        alert, event = next_transition(state.customer_id, state.alert, reasons, as_of_day, churned)
         if alert != state.alert:
             state.alert = alert
             store.put(state)
         if event is not None:
             result.alerts.append(event)
+
+
+def _applied_offset(state: CustomerState, item: UsageEvent | BillingEvent) -> int:
+    return state.billing_offset if isinstance(item, BillingEvent) else state.usage_offset
+
+
+def _apply(state: CustomerState, offset: int, item: UsageEvent | BillingEvent) -> bool:
+    """Apply one on-time event; False when it duplicates one already applied."""
+    if isinstance(item, BillingEvent):
+        state.billing_offset = offset
+        if state.billing is None:
+            state.billing = Timeline()
+        return state.billing.insert(item)
+    state.usage_offset = offset
+    if not state.ring.add(day_of(item.occurred_at), item.quantity):
+        return False
+    state.first_seen = min(state.first_seen, item.occurred_at)
+    state.last_seen = max(state.last_seen, item.occurred_at)
+    state.events += 1
+    return True

@@ -10,15 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from churnwatch.domain.engagement import DailyRing, day_of
+from churnwatch.domain.billing import Timeline
+from churnwatch.domain.engagement import SECONDS_PER_DAY, DailyRing, day_of
 
 AREAS: Final = {
     "usage_drop": "execution",
     "inactive": "execution",
+    "payment_failed": "billing",
+    "downgrade": "product-market fit",
+    "cancel_scheduled": "communication",
 }
 
 # Weight of each reason in the 0-100 risk score; its strength (0.5..1 once fired) scales it.
-WEIGHTS: Final = {"usage_drop": 60.0, "inactive": 80.0}
+WEIGHTS: Final = {
+    "usage_drop": 60.0,
+    "inactive": 80.0,
+    "payment_failed": 50.0,
+    "downgrade": 40.0,
+    "cancel_scheduled": 70.0,
+}
 
 
 class Thresholds(Protocol):
@@ -36,6 +46,10 @@ class Thresholds(Protocol):
     def min_baseline_days(self) -> int: ...
     @property
     def inactive_days(self) -> int: ...
+    @property
+    def payment_grace_days(self) -> int: ...
+    @property
+    def downgrade_window_days(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,10 @@ class Engagement(Protocol):
     def first_seen(self) -> float: ...
     @property
     def last_seen(self) -> float: ...
+    @property
+    def events(self) -> int: ...
+    @property
+    def billing(self) -> Timeline | None: ...
 
 
 def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
@@ -88,6 +106,8 @@ def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Re
 
 def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
     """No usage at all for `inactive_days` whole days before the evaluated day."""
+    if engagement.events == 0:
+        return None  # never used the product: onboarding, not silence
     last_day = engagement.ring.last_active_day(as_of_day)
     if last_day is None:
         if day_of(engagement.first_seen) >= as_of_day:
@@ -107,7 +127,66 @@ def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reas
     )
 
 
-RULES: Final = (usage_drop, inactive)
+def payment_failed(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """A payment failing, and not recovered within `payment_grace_days`."""
+    if engagement.billing is None:
+        return None
+    account = engagement.billing.at(as_of_day * SECONDS_PER_DAY)
+    if not account.subscribed or account.failing_since is None:
+        return None
+    failing_days = (as_of_day * SECONDS_PER_DAY - account.failing_since) / SECONDS_PER_DAY
+    if failing_days < limits.payment_grace_days:
+        return None
+    return Reason(
+        code="payment_failed",
+        observed=round(failing_days, 3),
+        baseline=float(limits.payment_grace_days),
+        window_days=limits.payment_grace_days,
+        strength=min(1.0, failing_days / (2 * limits.payment_grace_days)),
+    )
+
+
+def downgrade(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """MRR (or, at equal MRR, seats) lower than `downgrade_window_days` ago."""
+    if engagement.billing is None:
+        return None
+    now = engagement.billing.at(as_of_day * SECONDS_PER_DAY)
+    then = engagement.billing.at((as_of_day - limits.downgrade_window_days) * SECONDS_PER_DAY)
+    if not (now.subscribed and then.subscribed):
+        return None
+    if now.mrr_cents < then.mrr_cents:
+        observed, baseline = now.mrr_cents / 100, then.mrr_cents / 100
+    elif now.seats is not None and then.seats is not None and now.seats < then.seats:
+        observed, baseline = float(now.seats), float(then.seats)
+    else:
+        return None
+    return Reason(
+        code="downgrade",
+        observed=observed,
+        baseline=baseline,
+        window_days=limits.downgrade_window_days,
+        strength=1.0 - observed / baseline,
+    )
+
+
+def cancel_scheduled(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """Cancellation requested, taking effect later: the last chance to talk to the customer."""
+    if engagement.billing is None:
+        return None
+    at = as_of_day * SECONDS_PER_DAY
+    account = engagement.billing.at(at)
+    if not account.subscribed or account.cancel_at is None:
+        return None
+    return Reason(
+        code="cancel_scheduled",
+        observed=round(max(0.0, account.cancel_at - at) / SECONDS_PER_DAY, 3),
+        baseline=0.0,
+        window_days=0,
+        strength=1.0,
+    )
+
+
+RULES: Final = (usage_drop, inactive, payment_failed, downgrade, cancel_scheduled)
 
 
 def evaluate(engagement: Engagement, as_of_day: int, limits: Thresholds) -> tuple[Reason, ...]:
@@ -115,6 +194,14 @@ def evaluate(engagement: Engagement, as_of_day: int, limits: Thresholds) -> tupl
     return tuple(
         reason for rule in RULES if (reason := rule(engagement, as_of_day, limits)) is not None
     )
+
+
+def has_churned(engagement: Engagement, as_of_day: int) -> bool:
+    """Had a subscription, and it has ended: the alert closes as `churned`, no new ones open."""
+    if engagement.billing is None:
+        return False
+    account = engagement.billing.at(as_of_day * SECONDS_PER_DAY)
+    return account.ever_subscribed and not account.subscribed
 
 
 def risk_score(reasons: tuple[Reason, ...]) -> int:

@@ -25,6 +25,7 @@ class WorkerEnv:
     bootstrap: str
     app_id: str
     usage_topic: str
+    billing_topic: str
     alerts_topic: str
     dead_letters_topic: str
     partitions: int = 4
@@ -36,6 +37,7 @@ class WorkerEnv:
             bootstrap=bootstrap,
             app_id=name("app"),
             usage_topic=name("usage"),
+            billing_topic=name("billing"),
             alerts_topic=name("alerts"),
             dead_letters_topic=name("dead"),
             extra=dict(extra),
@@ -47,6 +49,7 @@ class WorkerEnv:
             "CHURNWATCH_APP_ID": self.app_id,
             "CHURNWATCH_PARTITIONS": str(self.partitions),
             "CHURNWATCH_TOPICS__USAGE": self.usage_topic,
+            "CHURNWATCH_TOPICS__BILLING": self.billing_topic,
             "CHURNWATCH_TOPICS__ALERTS": self.alerts_topic,
             "CHURNWATCH_TOPICS__DEAD_LETTERS": self.dead_letters_topic,
             "CHURNWATCH_LOG_FORMAT": "json",

@@ -62,11 +62,13 @@ VALID_EVENTS = {
     "quantity_fraction": _event(quantity=0.5),
     "quantity_max": _event(quantity=1e9),
     "longest_ids": _event(event_id="e" * 256, customer_id="c" * 256, event_type="t" * 256),
-    "unknown_fields_allowed": _event(source="billing", control="other"),
+    "unknown_fields_allowed": _event(source="billing", region="eu"),
+    "control_null": _event(control=None),
 }
 
 # (event, reason the parser gives); every one must also fail the schema.
 INVALID_EVENTS: dict[str, tuple[Any, str]] = {
+    "unknown_control": (_event(control="other"), "invalid_value"),
     "array": ([1, 2], "not_an_object"),
     "string": ("hello", "not_an_object"),
     "no_event_id": (_event(event_id=...), "missing_field"),

@@ -1,4 +1,4 @@
-"""The usage agent: batches of `usage-events` messages, folded once per customer per batch."""
+"""The ingest agent: batches of usage and billing messages, folded once per customer per batch."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ if TYPE_CHECKING:
 def install(worker: Worker) -> None:
     settings = worker.settings
 
-    @worker.app.agent(worker.usage_topic, name="usage-ingest")
-    async def ingest_usage(stream: Any) -> None:
+    @worker.app.agent(worker.input_topics, name="ingest")
+    async def ingest(stream: Any) -> None:
         """Take events in batches; Faust acks them after the body, so offsets trail state."""
         async for events in stream.take_events(
             settings.batch_max_events, within=settings.batch_within_seconds
         ):
             async with worker.lock:
-                await worker.usage.handle([event.message for event in events])
+                await worker.ingest.handle([event.message for event in events])
 
-    worker.agents["usage"] = ingest_usage
+    worker.agents["ingest"] = ingest

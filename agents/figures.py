@@ -1,0 +1,16 @@
+"""Figures timer: recount the churn figures the gauges show, off the scrape path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+
+def install(worker: Worker) -> None:
+    @worker.app.timer(interval=worker.settings.churn.figures_interval_seconds)  # type: ignore[untyped-decorator]
+    async def refresh_figures() -> None:
+        """O(customers) per run: every `figures_interval_seconds`, not on every scrape."""
+        async with worker.lock:
+            worker.refresh_figures()

@@ -1,0 +1,55 @@
+"""Churn figures of the owned partitions for the gauges: the current and the previous period.
+
+Each partition counts up to its own watermark (the current period is still open), and only the
+partitions this worker owns are counted, so the sum over workers counts every customer once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from churnwatch.domain.churn import Figures, Segment, merge, period_figures
+from churnwatch.domain.customer import CustomerState
+from churnwatch.domain.partition import PartitionEngine
+from churnwatch.domain.periods import Period, period_of
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodView:
+    """Figures of one period so far: `end` is where counting stopped (watermark or period end)."""
+
+    period: Period
+    end: float
+    figures: dict[Segment, Figures]
+
+
+@dataclass(frozen=True, slots=True)
+class FiguresSnapshot:
+    views: dict[str, PeriodView] = field(default_factory=dict)  # "current", "previous"
+
+
+def figures_snapshot(
+    engine: PartitionEngine,
+    partitions: Mapping[int, Iterable[CustomerState]],
+    watermarks: dict[int, float],
+) -> FiguresSnapshot:
+    """Figures of the period holding the oldest owned watermark, and of the one before it."""
+    if not watermarks:
+        return FiguresSnapshot()
+    current = period_of(min(watermarks.values()), engine.granularity)
+    views = {}
+    for name, period in (("current", current), ("previous", current.previous())):
+        parts = []
+        ends = []
+        for partition, customers in partitions.items():
+            watermark = watermarks.get(partition)
+            if watermark is None:
+                continue
+            end = min(period.end, max(watermark, period.start))
+            ends.append(end)
+            parts.append(
+                period_figures(customers, period.start, end, engine.policy, engine.segment_by)
+            )
+        views[name] = PeriodView(period, min(ends, default=period.start), merge(parts))
+    return FiguresSnapshot(views)

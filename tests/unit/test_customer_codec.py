@@ -1,0 +1,119 @@
+"""A customer record survives its plain form and the Faust codec bytes unchanged."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from faust.serializers import codecs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from churnwatch.domain.alerts import OpenAlert, alert_id_for
+from churnwatch.domain.customer import RECORD_VERSION, CustomerState
+from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of, ring_days_needed
+from config.settings import RuleSettings
+from streams.codecs import CUSTOMER_CODEC, CustomerCodec, register_codecs
+
+EARLIEST = 946_684_800.0  # 2000-01-01, EventLimits' default
+CODEC = CustomerCodec()
+
+amounts = st.integers(0, 10**9).map(lambda thousandths: thousandths / 1000)
+alerts = st.builds(
+    OpenAlert,
+    alert_id=st.uuids().map(str),
+    opened_day=st.integers(0, 50_000),
+    reason_codes=st.lists(st.sampled_from(["usage_drop", "inactive"]), unique=True).map(tuple),
+    risk_score=st.integers(0, 100),
+)
+
+
+@st.composite
+def customer_states(draw: st.DrawFn, max_ring_days: int) -> CustomerState:
+    """A customer built as the engine builds one: created by an event, then fed more."""
+    ring_days = draw(st.integers(1, max_ring_days))
+    first_at = draw(st.floats(EARLIEST, 4e9))
+    state = CustomerState.new(
+        draw(st.text(min_size=1, max_size=20)), draw(st.integers(0, 1023)), first_at, ring_days
+    )
+    offsets = st.floats(-ring_days * SECONDS_PER_DAY, 3 * ring_days * SECONDS_PER_DAY)
+    for offset, amount in draw(st.lists(st.tuples(offsets, amounts), max_size=3 * ring_days)):
+        at = first_at + offset
+        if state.ring.add(day_of(at), amount):
+            state.first_seen = min(state.first_seen, at)
+            state.last_seen = max(state.last_seen, at)
+            state.events += 1
+    state.usage_offset = draw(st.integers(-1, 2**63 - 1))
+    state.alert = draw(st.none() | alerts)
+    return state
+
+
+# Every ring the settings allow: recent_days + baseline_days up to 118, lateness up to 7 days.
+LARGEST_RING = ring_days_needed(28 + 90, 7 * SECONDS_PER_DAY)
+
+
+@given(customer_states(max_ring_days=LARGEST_RING))
+def test_plain_round_trip(state: CustomerState) -> None:
+    plain = state.to_plain()
+
+    assert plain["v"] == RECORD_VERSION
+    assert CustomerState.from_plain(plain) == state
+
+
+# The active bitmask has one bit per ring day and the codec writes it as a JSON integer, which
+@given(customer_states(max_ring_days=LARGEST_RING))
+def test_codec_bytes_round_trip(state: CustomerState) -> None:
+    raw = CODEC.dumps(state)
+
+    assert isinstance(raw, bytes)
+    assert CODEC.loads(raw) == state
+    assert CODEC.dumps(CODEC.loads(raw)) == raw
+
+
+def _daily_customer(ring_days: int) -> CustomerState:
+    state = CustomerState.new("c-1", 3, EARLIEST, ring_days)
+    for day in range(day_of(EARLIEST), day_of(EARLIEST) + ring_days):
+        state.ring.add(day, 1.5)
+        state.last_seen = day * SECONDS_PER_DAY
+        state.events += 1
+    state.usage_offset = 41
+    state.alert = OpenAlert(alert_id_for("c-1", 11_000), 11_000, ("inactive",), 40)
+    return state
+
+
+def test_codec_round_trip_of_a_full_default_ring() -> None:
+    state = _daily_customer(ring_days_needed(35, 3600))
+
+    assert CODEC.loads(CODEC.dumps(state)) == state
+
+
+def test_codec_round_trip_of_a_ring_the_settings_allow_beyond_64_days() -> None:
+    rules = RuleSettings(baseline_days=60)
+    ring_days = ring_days_needed(rules.recent_days + rules.baseline_days, 3600)
+    assert ring_days > 64
+    state = _daily_customer(ring_days)
+
+    assert CODEC.loads(CODEC.dumps(state)) == state
+
+
+def test_registered_codec_is_found_by_name() -> None:
+    register_codecs()
+    register_codecs()  # idempotent
+    state = _daily_customer(7)
+
+    raw = codecs.dumps(CUSTOMER_CODEC, state)
+
+    assert codecs.loads(CUSTOMER_CODEC, raw) == state
+
+
+@pytest.mark.parametrize("version", [None, 0, RECORD_VERSION + 1, "1"])
+def test_unknown_record_version_is_refused(version: object) -> None:
+    plain = _daily_customer(7).to_plain()
+    if version is None:
+        del plain["v"]
+    else:
+        plain["v"] = version
+
+    with pytest.raises(ValueError, match="unknown customer record version"):
+        CustomerState.from_plain(plain)
+    with pytest.raises(ValueError, match="unknown customer record version"):
+        CODEC.loads(orjson.dumps(plain))
