@@ -1,4 +1,4 @@
-"""`churnwatch` command line: worker, broker, simulate, demo, config."""
+"""`churnwatch` command line: worker, broker, simulate, replay, report, demo, config."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any, NoReturn
 
 import structlog
 
+from churnwatch import simulation
 from churnwatch.exceptions import ChurnwatchError
 from churnwatch.logs import configure_logging
+from churnwatch.report import add_report_command
 from churnwatch.simulation import Customer, Plan
 from config import Settings, load_settings
 
@@ -75,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.set_defaults(handler=_run_simulate)
 
+    replay = commands.add_parser(
+        "replay", help="produce JSONL history files in event-time order, then a heartbeat"
+    )
+    _settings_options(replay)
+    replay.add_argument("--usage", type=Path, help="usage events, one JSON object per line")
+    replay.add_argument("--billing", type=Path, help="billing events, one JSON object per line")
+    replay.add_argument(
+        "--advance-to",
+        metavar="TIME",
+        help="heartbeat time (RFC 3339 or epoch seconds) sent to every partition afterwards, "
+        "so periods up to it close (default: the last event's time plus the allowed lateness)",
+    )
+    replay.set_defaults(handler=_run_replay)
+
     demo = commands.add_parser(
         "demo", help="broker + worker + synthetic traffic + a live summary, all local"
     )
@@ -88,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9092, help="embedded broker port")
     demo.add_argument("--web-port", type=int, default=6066, help="worker /metrics port")
     demo.set_defaults(handler=_run_demo)
+
+    add_report_command(commands)
 
     show = commands.add_parser("config", help="print the effective settings as JSON")
     _settings_options(show)
@@ -114,7 +132,22 @@ def _simulation_options(
         "--stop-fraction",
         type=float,
         default=0.025,
-        help="share of customers who stop using the product",
+        help="share of customers who stop using the product (and ask to cancel)",
+    )
+    parser.add_argument(
+        "--churn-fraction",
+        type=float,
+        default=0.03,
+        help="share of customers who cancel and whose subscription ends",
+    )
+    parser.add_argument(
+        "--new-fraction",
+        type=float,
+        default=0.05,
+        help="share of customers who sign up during the simulation",
+    )
+    parser.add_argument(
+        "--no-billing", dest="billing", action="store_false", help="produce usage events only"
     )
     parser.add_argument(
         "--start", default="2020-01-01", help="first simulated day, UTC (YYYY-MM-DD)"
@@ -183,9 +216,7 @@ def _run_broker(args: argparse.Namespace) -> int:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from churnwatch import simulation
-    from churnwatch.produce import make_producer, produce_events, send_heartbeats
-    from churnwatch.progress import Progress
+    from churnwatch.produce import make_producer, send_heartbeats
     from streams.topics import ensure_topics
 
     settings = settings_from(args)
@@ -197,19 +228,87 @@ def _run_simulate(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     producer = make_producer(settings.bootstrap_servers)
     try:
-        progress = Progress("producing usage", simulation.event_count_estimate(plan))
-        sent = produce_events(
-            producer, settings.topics.usage, simulation.events(plan, customers), progress
-        )
-        progress.finish()
+        sent = produce_simulation(producer, settings, plan, customers, billing=args.billing)
         # Push every partition's watermark past the last simulated day, so it is evaluated.
-        send_heartbeats(
-            producer, settings.topics.usage, plan.end + settings.allowed_lateness_seconds
-        )
+        heartbeat_at = plan.end + settings.allowed_lateness_seconds
+        send_heartbeats(producer, [settings.topics.usage, settings.topics.billing], heartbeat_at)
     finally:
         producer.close()
-    log.info("simulation_produced", events=sent, customers=plan.customers, days=plan.days)
+    log.info("simulation_produced", customers=plan.customers, days=plan.days, **sent)
     return 0
+
+
+def produce_simulation(
+    producer: Any,
+    settings: Settings,
+    plan: Plan,
+    customers: list[Customer],
+    billing: bool = True,
+) -> dict[str, int]:
+    """Produce the simulated usage (and billing) events with a progress line."""
+    from churnwatch.produce import encode, produce
+    from churnwatch.progress import Progress
+
+    usage = simulation.events(plan, customers)
+    records = (
+        (
+            encode(kind, event)
+            for kind, event in simulation.merged(usage, simulation.billing_events(plan, customers))
+        )
+        if billing
+        else (encode("usage", event) for event in usage)
+    )
+    progress = Progress("producing events", simulation.event_count_estimate(plan))
+    topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
+    sent = produce(producer, topics, records, progress)
+    progress.finish()
+    return dict(sent)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from churnwatch.produce import make_producer, produce, send_heartbeats
+    from churnwatch.progress import Progress
+    from churnwatch.replay import in_event_time_order, last_event_time, read_history
+    from streams.topics import ensure_topics
+
+    settings = settings_from(args)
+    configure_logging(settings.log_format, settings.log_level)
+    if args.usage is None and args.billing is None:
+        raise ChurnwatchError("give --usage FILE, --billing FILE, or both")
+    histories = [
+        read_history(path, kind)
+        for path, kind in ((args.usage, "usage"), (args.billing, "billing"))
+        if path is not None
+    ]
+    total = sum(len(history) for history in histories)
+    advance_to = _advance_to(args.advance_to, last_event_time(*histories), settings)
+    ensure_topics(settings)
+    producer = make_producer(settings.bootstrap_servers)
+    try:
+        topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
+        progress = Progress("replaying", total)
+        sent = produce(producer, topics, in_event_time_order(*histories), progress)
+        progress.finish()
+        if advance_to is not None:
+            send_heartbeats(producer, topics.values(), advance_to)
+    finally:
+        producer.close()
+    log.info("replay_produced", advanced_to=advance_to, **dict(sent))
+    return 0
+
+
+def _advance_to(given: str | None, last: float | None, settings: Settings) -> float | None:
+    """Heartbeat time: as given, else one that puts every watermark at the last event."""
+    from churnwatch.domain.events import parse_timestamp
+    from churnwatch.exceptions import InvalidEventError
+
+    if given is None:
+        return None if last is None else last + settings.allowed_lateness_seconds
+    try:
+        value: object = float(given) if given.replace(".", "", 1).isdigit() else given
+        return parse_timestamp(value)
+    except InvalidEventError as exc:
+        raise ChurnwatchError(f"--advance-to: {exc.detail}") from exc
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -233,6 +332,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
             seed=args.seed,
             decay_fraction=args.decay_fraction,
             stop_fraction=args.stop_fraction,
+            churn_fraction=args.churn_fraction,
+            new_fraction=args.new_fraction,
             start=start,
         )
     except ValueError as exc:
@@ -244,7 +345,7 @@ def write_planted(path: Path, customers: Sequence[Customer]) -> None:
     planted = [
         {"customer_id": c.customer_id, "pattern": c.pattern, "onset_day": c.onset_day}
         for c in customers
-        if c.pattern != "steady"
+        if c.pattern in simulation.PLANTED
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"planted": planted, "customers": len(customers)}, indent=1))

@@ -18,11 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from churnwatch import simulation
 from churnwatch.broker import EmbeddedKafka, ensure_kafka
-from churnwatch.cli import REPO_POM, plan_from, write_planted
+from churnwatch.cli import REPO_POM, plan_from, produce_simulation, write_planted
 from churnwatch.exceptions import ChurnwatchError
 from churnwatch.logs import configure_logging
-from churnwatch.produce import make_producer, produce_events, send_heartbeats
-from churnwatch.progress import Progress
+from churnwatch.produce import make_producer, send_heartbeats
 from config import Settings, load_settings
 from streams.topics import ensure_topics
 
@@ -64,6 +63,7 @@ def worker_process(settings: Settings, workdir: Path) -> Iterator[str]:
         CHURNWATCH_BROKER_URL=settings.broker_url,
         CHURNWATCH_WEB_PORT=str(settings.web_port),
         CHURNWATCH_DATA_DIR=str(workdir / "worker"),
+        CHURNWATCH_DATABASE_URL=f"sqlite:///{workdir / 'churnwatch.sqlite3'}",
         CHURNWATCH_LOG_FORMAT="json",
     )
     log_file = (workdir / "worker.log").open("wb")
@@ -105,14 +105,9 @@ def produce_history(args: argparse.Namespace, settings: Settings, workdir: Path)
     write_planted(workdir / "planted.json", customers)
     producer = make_producer(settings.bootstrap_servers)
     try:
-        progress = Progress("producing usage", simulation.event_count_estimate(plan))
-        produce_events(
-            producer, settings.topics.usage, simulation.events(plan, customers), progress
-        )
-        progress.finish()
-        send_heartbeats(
-            producer, settings.topics.usage, plan.end + settings.allowed_lateness_seconds
-        )
+        produce_simulation(producer, settings, plan, customers)
+        heartbeat_at = plan.end + settings.allowed_lateness_seconds
+        send_heartbeats(producer, [settings.topics.usage, settings.topics.billing], heartbeat_at)
     finally:
         producer.close()
     say(f"planted customers listed in {workdir / 'planted.json'}")

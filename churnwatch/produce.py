@@ -1,9 +1,9 @@
-"""Producing JSON events to Kafka from the CLI (simulate, demo): keyed by customer, fast."""
+"""Producing JSON events to Kafka from the CLI (simulate, replay, demo): keyed by customer, fast."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 import orjson
 from kafka import KafkaProducer
@@ -23,26 +23,40 @@ def make_producer(bootstrap: list[str]) -> KafkaProducer:
     )
 
 
-def produce_events(
-    producer: KafkaProducer, topic: str, events: Iterable[dict[str, Any]], progress: Progress
-) -> int:
-    """Send events keyed by `customer_id` (the default partitioner co-partitions them)."""
-    sent = 0
-    for event in events:
-        producer.send(topic, key=str(event["customer_id"]).encode(), value=orjson.dumps(event))
-        sent += 1
-        if sent % 1000 == 0:
+def produce(
+    producer: KafkaProducer,
+    topics: Mapping[str, str],
+    records: Iterable[tuple[str, bytes | None, bytes]],
+    progress: Progress,
+) -> Counter[str]:
+    """Send `(kind, key, value)` records to `topics[kind]`; return how many of each kind.
+
+    Keys are customer ids, so the default partitioner puts a customer's usage and billing
+    events in the same partition of the two (co-partitioned) topics.
+    """
+    sent: Counter[str] = Counter()
+    for count, (kind, key, value) in enumerate(records, start=1):
+        producer.send(topics[kind], key=key, value=value)
+        sent[kind] += 1
+        if count % 1000 == 0:
             progress.advance(1000)
-    progress.advance(sent % 1000)
+    progress.advance(sent.total() % 1000)
     producer.flush()
     return sent
 
 
-def send_heartbeats(producer: KafkaProducer, topic: str, occurred_at: float) -> int:
-    """Advance event time on every partition of `topic` (see docs/topics.md, heartbeat)."""
+def encode(kind: str, event: dict[str, object]) -> tuple[str, bytes | None, bytes]:
+    """A JSON event as a `(kind, key, value)` record keyed by its customer id."""
+    return kind, str(event["customer_id"]).encode(), orjson.dumps(event)
+
+
+def send_heartbeats(producer: KafkaProducer, topics: Iterable[str], occurred_at: float) -> int:
+    """Advance event time on every partition of each topic (docs/topics.md, heartbeat)."""
     payload = orjson.dumps({"control": "heartbeat", "occurred_at": occurred_at})
-    partitions = sorted(producer.partitions_for(topic) or ())
-    for partition in partitions:
-        producer.send(topic, value=payload, partition=partition)
+    sent = 0
+    for topic in topics:
+        for partition in sorted(producer.partitions_for(topic) or ()):
+            producer.send(topic, value=payload, partition=partition)
+            sent += 1
     producer.flush()
-    return len(partitions)
+    return sent

@@ -1,23 +1,33 @@
-"""Synthetic product usage: steady customers, and planted ones whose usage decays or stops.
+"""Synthetic usage and billing: steady customers, and planted ones who drift away or leave.
 
-Deterministic for a seed. Steady customers use the product every day at their own volume
-(+-20%), so a correct monitor opens no alert for them; planted customers change at an onset day
-late enough to have a full baseline before it and time to be detected after it.
+Deterministic for a seed. Every customer subscribes on its first day (plan, channel, MRR) and
+renews monthly. Steady and new customers use the product every day at their own volume (+-20%),
+so a correct monitor opens no alert for them. Planted customers change at an onset day late
+enough to have a full baseline before it and time to be detected after it: `decay` customers'
+usage halves every few days; `stop` customers stop using the product and ask to cancel at a
+date after the simulation; `churn` customers cancel and, five days later, their subscription
+ends and their usage stops.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from churnwatch.domain.engagement import SECONDS_PER_DAY
 
-Pattern = Literal["steady", "decay", "stop"]
+T = TypeVar("T")
+Pattern = Literal["steady", "new", "decay", "stop", "churn"]
+PLANTED: tuple[Pattern, ...] = ("decay", "stop", "churn")
 DECAY_HALF_LIFE_DAYS = 3.0
+CANCEL_NOTICE_DAYS = 5
 EVENT_TYPES = ("page_view", "report_run", "api_call", "export", "login")
+PLANS = (("starter", 49.0, 0.6), ("team", 199.0, 0.3), ("business", 799.0, 0.1))
+CHANNELS = (("self-serve", 0.7), ("sales", 0.2), ("partner", 0.1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +36,10 @@ class Customer:
     pattern: Pattern
     daily_volume: float
     first_day: int
-    onset_day: int | None  # the day planted usage starts to decay or stops
+    onset_day: int | None  # planted: the day usage starts to decay, stops, or the sub ends
+    plan: str = "starter"
+    channel: str = "self-serve"
+    mrr: float = 49.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +51,24 @@ class Plan:
     seed: int = 7
     decay_fraction: float = 0.025
     stop_fraction: float = 0.025
+    churn_fraction: float = 0.0
+    new_fraction: float = 0.0
     start: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
+        fractions = (
+            self.decay_fraction,
+            self.stop_fraction,
+            self.churn_fraction,
+            self.new_fraction,
+        )
         if self.customers < 1 or self.days < 1:
             raise ValueError("customers and days must be at least 1")
-        if self.decay_fraction < 0 or self.stop_fraction < 0:
+        if min(fractions) < 0:
             raise ValueError("fractions cannot be negative")
-        if self.decay_fraction + self.stop_fraction > 1:
-            raise ValueError("decay_fraction + stop_fraction cannot exceed 1")
-        if self.days < 45 and self.decay_fraction + self.stop_fraction > 0:
+        if sum(fractions) > 1:
+            raise ValueError("the fractions of planted and new customers cannot exceed 1")
+        if self.days < 45 and sum(fractions) > 0:
             raise ValueError("planting drop-offs needs at least 45 days (baseline + detection)")
 
     @property
@@ -58,33 +79,58 @@ class Plan:
 def customers_for(plan: Plan) -> list[Customer]:
     """The simulated customers; planted ones are spread evenly through the id range."""
     rng = random.Random(plan.seed)
-    planted_decay = round(plan.customers * plan.decay_fraction)
-    planted_stop = round(plan.customers * plan.stop_fraction)
-    steady = plan.customers - planted_decay - planted_stop
-    counts: dict[Pattern, int] = {"decay": planted_decay, "stop": planted_stop, "steady": steady}
+    counts: dict[Pattern, int] = {
+        "decay": round(plan.customers * plan.decay_fraction),
+        "stop": round(plan.customers * plan.stop_fraction),
+        "churn": round(plan.customers * plan.churn_fraction),
+        "new": round(plan.customers * plan.new_fraction),
+    }
+    counts["steady"] = plan.customers - sum(counts.values())
     patterns = [pattern for pattern, count in counts.items() for _ in range(count)]
     rng.shuffle(patterns)
     earliest_onset = max(36, math.ceil(plan.days * 0.55))
     customers = []
     for number, pattern in enumerate(patterns):
-        onset = None if pattern == "steady" else rng.randint(earliest_onset, plan.days - 10)
+        first_day = rng.randint(0, min(3, plan.days - 1))
+        onset = None
+        if pattern in ("decay", "stop"):
+            onset = rng.randint(earliest_onset, plan.days - 10)
+        elif pattern == "churn":
+            onset = rng.randint(earliest_onset - 10, plan.days - 5)
+        elif pattern == "new":
+            first_day = rng.randint(plan.days // 3, max(plan.days // 3, plan.days - 20))
+        plan_name, price = _pick(rng, [(name, (name, price), w) for name, price, w in PLANS])
+        channel = _pick(rng, [(name, name, weight) for name, weight in CHANNELS])
         customers.append(
             Customer(
                 customer_id=f"cust-{number:06d}",
                 pattern=pattern,
                 daily_volume=rng.uniform(20, 200),
-                first_day=rng.randint(0, min(3, plan.days - 1)),
+                first_day=first_day,
                 onset_day=onset,
+                plan=plan_name,
+                channel=channel,
+                mrr=price,
             )
         )
     return customers
+
+
+def _pick(rng: random.Random, choices: list[tuple[str, T, float]]) -> T:
+    """Weighted choice that draws the same number of random values whatever the weights."""
+    point = rng.random() * sum(weight for _, _, weight in choices)
+    for _, value, weight in choices:
+        point -= weight
+        if point < 0:
+            return value
+    return choices[-1][1]
 
 
 def volume_factor(customer: Customer, day: int) -> float:
     """Share of its usual volume the customer uses on `day`."""
     if customer.onset_day is None or day < customer.onset_day:
         return 1.0
-    if customer.pattern == "stop":
+    if customer.pattern in ("stop", "churn"):
         return 0.0
     return float(0.5 ** ((day - customer.onset_day + 1) / DECAY_HALF_LIFE_DAYS))
 
@@ -116,6 +162,66 @@ def events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, Any]]:
                 )
         todays.sort(key=lambda event: event["occurred_at"])
         yield from todays
+
+
+def billing_events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, Any]]:
+    """Subscription lifecycle events, in event-time order."""
+    rng = random.Random(plan.seed + 2)
+    pending: list[dict[str, Any]] = []
+    for customer in customers:
+        started = plan.start + customer.first_day * SECONDS_PER_DAY + rng.uniform(0, 3600)
+        details = {
+            "plan": customer.plan,
+            "mrr": customer.mrr,
+            "currency": "USD",
+            "seats": 1,
+            "channel": customer.channel,
+        }
+        lifecycle: list[tuple[float, str, dict[str, Any]]] = [
+            (started, "subscription.started", details)
+        ]
+        renewal = started + 30 * SECONDS_PER_DAY
+        renewals_until = plan.end  # no renewal once a cancellation is requested
+        if customer.pattern == "churn" and customer.onset_day is not None:
+            ends = plan.start + customer.onset_day * SECONDS_PER_DAY
+            renewals_until = ends - CANCEL_NOTICE_DAYS * SECONDS_PER_DAY + 60
+            lifecycle.append((renewals_until, "subscription.canceled", {"effective_at": ends}))
+            lifecycle.append((ends, "subscription.ended", {}))
+        elif customer.pattern == "stop" and customer.onset_day is not None:
+            renewals_until = plan.start + (customer.onset_day + 2) * SECONDS_PER_DAY + 3600
+            lifecycle.append(
+                (
+                    renewals_until,
+                    "subscription.canceled",
+                    {"effective_at": plan.end + 14 * SECONDS_PER_DAY},
+                )
+            )
+        while renewal < renewals_until:
+            lifecycle.append((renewal, "subscription.renewed", details))
+            renewal += 30 * SECONDS_PER_DAY
+        for number, (at, kind, fields) in enumerate(sorted(lifecycle, key=lambda e: e[0])):
+            if at < plan.end:
+                pending.append(
+                    {
+                        "event_id": f"{customer.customer_id}-b{number}",
+                        "customer_id": customer.customer_id,
+                        "occurred_at": round(at, 3),
+                        "type": kind,
+                        **fields,
+                    }
+                )
+    yield from sorted(pending, key=lambda event: (event["occurred_at"], event["event_id"]))
+
+
+def merged(
+    usage: Iterator[dict[str, Any]], billing: Iterator[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Usage and billing events as ("usage" | "billing", event), in event-time order."""
+    yield from heapq.merge(
+        (("usage", event) for event in usage),
+        (("billing", event) for event in billing),
+        key=lambda item: float(item[1]["occurred_at"]),
+    )
 
 
 def event_count_estimate(plan: Plan) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from churnwatch.domain.churn import ChurnPolicy
@@ -17,7 +18,7 @@ from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
-from streams.ingest import Emitter, IngestBatch, PeriodSink, Topics
+from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Topics
 from streams.state import ClockBook, PartitionIndex
 
 
@@ -31,6 +32,26 @@ class FaustEmitter:
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> None:
         await self._app.producer.send(topic, key, value, None, None, headers)
+
+
+class FaustBacklog:
+    """Backlog from the consumer's last known highwater of each topic-partition."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._earliest: dict[TP, int] = {}
+
+    async def unread(self, topic: str, partition: int, next_offset: int | None) -> bool:
+        tp = TP(topic, partition)
+        highwater: int | None = self._app.consumer.highwater(tp)  # None before a fetch
+        if highwater is None:
+            return True  # not fetched yet: unknown, so assume there is more to read
+        if next_offset is None:  # nothing processed here yet: reading starts at the earliest
+            if tp not in self._earliest:
+                earliest = await self._app.consumer.earliest_offsets(tp)
+                self._earliest[tp] = earliest.get(tp) or 0
+            next_offset = self._earliest[tp]
+        return bool(highwater > next_offset)
 
 
 @dataclass
@@ -67,7 +88,7 @@ class Worker:
             partition: [data[c] for c in self.index.customers(partition) if c in data]
             for partition in owned
         }
-        watermarks = self.clocks.watermarks(owned, self.settings.allowed_lateness_seconds)
+        watermarks = self.clocks.watermarks(owned)
         self.figures = figures_snapshot(self.engine, partitions, watermarks)
 
     def summarize(self) -> StateSummary:
@@ -90,7 +111,7 @@ class Worker:
             customers_tracked=tracked,
             customers_at_risk=at_risk,
             at_risk_by_reason=by_reason,
-            watermarks=self.clocks.watermarks(owned, self.settings.allowed_lateness_seconds),
+            watermarks=self.clocks.watermarks(owned),
             wall_clock=time.time(),
             figures=self.figures,
         )
@@ -101,11 +122,12 @@ def create_worker(
     registry: CollectorRegistry | None = None,
     emitter: Emitter | None = None,
     periods: PeriodSink | None = None,
+    backlog: Backlog | None = None,
 ) -> Worker:
     """Build the Faust app and everything it runs, without starting anything.
 
     `emitter` replaces Faust's producer for alerts and dead letters, `periods` the SQL store
-    of closed periods (agent tests).
+    of closed periods, `backlog` the consumer's view of unread messages (agent tests).
     """
     register_codecs()
     if registry is None:
@@ -172,6 +194,7 @@ def create_worker(
         topics=Topics(topics.usage, topics.billing, topics.alerts, topics.dead_letters),
         emitter=emitter or FaustEmitter(app),
         periods=periods or default_period_sink(settings),
+        backlog=backlog or FaustBacklog(app),
         metrics=metrics,
     )
     worker = Worker(
@@ -221,5 +244,7 @@ class MemoryPeriodSink:
 
 
 def default_period_sink(settings: Settings) -> PeriodSink:
-    """The SQL store named by the settings."""
-    return MemoryPeriodSink()
+    """The SQL store named by the settings (migrated to the current schema on start)."""
+    from streams.periods import SqlPeriodSink
+
+    return SqlPeriodSink.from_settings(settings)

@@ -17,7 +17,7 @@ import orjson
 from churnwatch.domain.alerts import AlertEvent
 from churnwatch.domain.billing import parse_billing_message
 from churnwatch.domain.events import Heartbeat, Limits, parse_usage_message
-from churnwatch.domain.partition import ClosedPeriod, Item, PartitionEngine
+from churnwatch.domain.partition import ClosedPeriod, Item, PartitionClock, PartitionEngine
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
@@ -48,6 +48,19 @@ class Emitter(Protocol):
     ) -> None: ...
 
 
+class Backlog(Protocol):
+    """Whether a topic-partition has messages this worker has not processed yet."""
+
+    async def unread(self, topic: str, partition: int, next_offset: int | None) -> bool: ...
+
+
+class NoBacklog:
+    """Every input read to its end (agent tests, where no consumer runs)."""
+
+    async def unread(self, topic: str, partition: int, next_offset: int | None) -> bool:
+        return False
+
+
 class PeriodSink(Protocol):
     """Where a partition's final figures of a closed period go (the SQL store)."""
 
@@ -76,6 +89,7 @@ class IngestBatch:
         topics: Topics,
         emitter: Emitter,
         periods: PeriodSink,
+        backlog: Backlog,
         metrics: WorkerMetrics,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,6 +101,7 @@ class IngestBatch:
         self._topics = topics
         self._emitter = emitter
         self._periods = periods
+        self._backlog = backlog
         self._metrics = metrics
         self._wall_clock = wall_clock
 
@@ -97,7 +112,10 @@ class IngestBatch:
         now = self._wall_clock()
         parsed: dict[int, list[tuple[int, Item]]] = defaultdict(list)
         sources: dict[int, list[Message]] = defaultdict(list)
+        next_offsets: dict[int, dict[str, int]] = defaultdict(dict)
         for message in messages:
+            read = next_offsets[message.partition]
+            read[message.topic] = max(read.get(message.topic, 0), message.offset + 1)
             try:
                 item = self._parse(message, now)
             except InvalidEventError as error:
@@ -107,9 +125,14 @@ class IngestBatch:
             sources[message.partition].append(message)
 
         store = TableStore(self._customers, self._index)
-        for partition, items in parsed.items():
+        for partition, read in next_offsets.items():
             clock = self._clocks.get(partition)
-            result = self._engine.process(clock, items, store)
+            for topic, offset in read.items():
+                clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
+            backlog = await self._unread_inputs(clock)
+            items = parsed.get(partition, [])
+            result = self._engine.process(clock, items, store, backlog)
+            self._clocks.save(clock)
             late = set(result.late)
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
@@ -125,8 +148,6 @@ class IngestBatch:
                     self._metrics.heartbeats.labels(message.topic).inc()
                 elif position not in late:
                     self._metrics.events_processed.labels(message.topic).inc()
-            if result.clock_changed:
-                self._clocks.save(clock)
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
                 await self._periods.record(closed)
@@ -140,13 +161,25 @@ class IngestBatch:
         now = self._wall_clock()
         for partition in partitions:
             clock = self._clocks.get(partition)
-            result = self._engine.process(clock, [(-1, Heartbeat(to_time))], store)
-            if result.clock_changed:
-                self._clocks.save(clock)
+            result = self._engine.process(
+                clock,
+                [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
+                store,
+            )
+            self._clocks.save(clock)
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
                 await self._periods.record(closed)
         store.flush()
+
+    async def _unread_inputs(self, clock: PartitionClock) -> frozenset[str]:
+        """Inputs of the clock's partition with messages beyond those processed so far."""
+        kinds = {self._topics.usage: "usage", self._topics.billing: "billing"}
+        unread = set()
+        for topic, kind in kinds.items():
+            if await self._backlog.unread(topic, clock.partition, clock.next_offsets.get(topic)):
+                unread.add(kind)
+        return frozenset(unread)
 
     def _parse(self, message: Message, now: float) -> Item:
         if message.topic == self._topics.billing:

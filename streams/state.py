@@ -85,18 +85,29 @@ class ClockBook:
         plain = self._table.data.get(str(partition))
         if plain is None:
             return PartitionClock(partition)
-        return PartitionClock(partition, plain["max_event_time"], plain["evaluated_day"])
+        return PartitionClock(
+            partition,
+            latest=dict(plain["latest"]),
+            watermark=plain["watermark"],
+            evaluated_day=plain["evaluated_day"],
+            next_offsets=dict(plain["next"]),
+        )
 
     def save(self, clock: PartitionClock) -> None:
         key = str(clock.partition)
-        plain = {"max_event_time": clock.max_event_time, "evaluated_day": clock.evaluated_day}
+        plain = {
+            "latest": clock.latest,
+            "watermark": clock.watermark,
+            "evaluated_day": clock.evaluated_day,
+            "next": clock.next_offsets,
+        }
         self._table.data[key] = plain
         self._table.send_changelog(clock.partition, key, plain)
 
-    def watermarks(self, partitions: set[int], lateness: float) -> dict[int, float]:
+    def watermarks(self, partitions: set[int]) -> dict[int, float]:
         marks = {}
         for partition in partitions:
-            watermark = self.get(partition).watermark(lateness)
+            watermark = self.get(partition).watermark
             if watermark is not None:
                 marks[partition] = watermark
         return marks

@@ -70,7 +70,7 @@ def parse_billing_message(
     """Turn one `billing-events` message into a BillingEvent (or a Heartbeat)."""
     payload = decode_object(raw, limits)
     if payload.get("control") is not None:
-        return parse_control(payload, now, limits)
+        return parse_control(payload, now, limits, kind="billing")
     customer_id = required_string(payload, "customer_id", limits)
     if key is not None and key != customer_id.encode():
         raise InvalidEventError("key_mismatch", "message key differs from customer_id")

@@ -180,14 +180,14 @@ def _contribution(
     elif policy.count_intra_period:
         joined = [a for a in timeline.accounts_between(start, end) if a.subscribed]
         if not joined:
-            return _only_activity(figures, segment_by)
+            return _only_activity(figures, segment_of(at_end, segment_by))
         # Joined and left inside the period: in the denominator and among the churned.
         figures.start_customers = figures.churned_customers = 1
         figures.start_mrr_cents = figures.churned_mrr_cents = joined[0].mrr_cents
         figures.churned_involuntary_customers = int(at_end.ended_while_failing)
         segment_account = joined[0]
     else:
-        return _only_activity(figures, segment_by)
+        return _only_activity(figures, segment_of(at_end, segment_by))
     if in_end:
         figures.end_customers = 1
         figures.end_mrr_cents = at_end.mrr_cents
@@ -217,10 +217,9 @@ def _count_start(
     figures.churned_involuntary_customers = int(still_on_but_failing or at_end.ended_while_failing)
 
 
-def _only_activity(figures: Figures, segment_by: Sequence[str]) -> tuple[Segment, Figures] | None:
-    if figures.start_active_customers:
-        return (UNKNOWN,) * len(segment_by), figures
-    return None
+def _only_activity(figures: Figures, segment: Segment) -> tuple[Segment, Figures] | None:
+    """A customer outside the subscription counts, still counted for activity churn."""
+    return (segment, figures) if figures.start_active_customers else None
 
 
 def segment_of(account: Account, segment_by: Sequence[str]) -> Segment:

@@ -25,8 +25,8 @@ class CustomerState:
 
     customer_id: str
     partition: int
-    first_seen: float
-    last_seen: float
+    first_seen: float | None  # first and last usage event (None: no usage yet)
+    last_seen: float | None
     ring: DailyRing
     events: int = 0
     usage_offset: int = -1
@@ -38,8 +38,11 @@ class CustomerState:
     active_marks: tuple[int, ...] = ()
 
     @classmethod
-    def new(cls, customer_id: str, partition: int, at: float, ring_days: int) -> CustomerState:
-        ring = DailyRing(size=ring_days, head_day=day_of(at))
+    def new(
+        cls, customer_id: str, partition: int, at: float | None, ring_days: int
+    ) -> CustomerState:
+        """A customer first seen at `at` (its first usage), or with no usage yet (None)."""
+        ring = DailyRing(size=ring_days, head_day=0 if at is None else day_of(at))
         return cls(customer_id, partition, first_seen=at, last_seen=at, ring=ring, events=0)
 
     def active_at(self, boundary: float, window_days: int) -> bool:

@@ -61,9 +61,10 @@ class UsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Control message: advances its partition's event time when traffic is quiet."""
+    """Control message: no event older than `occurred_at` will follow on this topic-partition."""
 
     occurred_at: float
+    kind: str = "usage"  # the input it speaks for: "usage" or "billing"
 
 
 def decode_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
@@ -108,12 +109,14 @@ def parse_usage_message(
     )
 
 
-def parse_control(payload: dict[str, Any], now: float, limits: Limits) -> Heartbeat:
+def parse_control(
+    payload: dict[str, Any], now: float, limits: Limits, kind: str = "usage"
+) -> Heartbeat:
     """A control message; `heartbeat` is the only kind so far."""
     if payload["control"] != "heartbeat":
         detail = f"unknown control {str(payload['control'])[:40]!r}"
         raise InvalidEventError("invalid_value", detail)
-    return Heartbeat(occurred_at=event_time(payload, now, limits))
+    return Heartbeat(occurred_at=event_time(payload, now, limits), kind=kind)
 
 
 def required_string(payload: dict[str, Any], field: str, limits: Limits) -> str:

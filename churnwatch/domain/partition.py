@@ -1,7 +1,11 @@
 """Fold one partition's messages into customer state, in offset order, in event time.
 
-Each partition keeps its own event-time clock: its watermark is the newest event time seen on
-it (usage and billing alike) less the allowed lateness. Whenever the watermark enters a new UTC
+Each partition keeps its own event-time clock. Its watermark follows the slowest input that
+still has unread messages: the newest event time (or heartbeat) read from that input, less the
+allowed lateness; when every input is read to its end, the newest event time of any. The usage
+and billing topics are read in chunks at different paces (the small billing topic runs ahead),
+so a clock driven by whichever input happened to be read first would call the other's events
+late. An event older than the watermark is late. Whenever the watermark enters a new UTC
 day, every customer of the partition is evaluated as of that day: that is how silence is found,
 since no event arrives to say that nothing happened. When the day starts a new period, the
 period that ended is closed: its figures are final for this partition. Days are closed before
@@ -11,6 +15,7 @@ Partitions never wait on each other, so how a consumer interleaves them changes 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,16 +43,22 @@ class CustomerStore(Protocol):
     def in_partition(self, partition: int) -> Iterable[CustomerState]: ...
 
 
+KINDS: tuple[str, ...] = ("billing", "usage")  # within a batch, billing first: it is sparse
+
+
 @dataclass(slots=True)
 class PartitionClock:
-    """Event-time progress of one partition; persisted so a restart resumes where it was."""
+    """Event-time progress of one partition; persisted so a restart resumes where it was.
+
+    `next_offsets` (per topic) is the plumbing's: where reading resumes, to tell whether an
+    input still has unread messages.
+    """
 
     partition: int
-    max_event_time: float | None = None
+    latest: dict[str, float] = field(default_factory=dict)  # newest event time per input kind
+    watermark: float | None = None
     evaluated_day: int | None = None
-
-    def watermark(self, lateness: float) -> float | None:
-        return None if self.max_event_time is None else self.max_event_time - lateness
+    next_offsets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,28 +96,39 @@ class PartitionEngine:
     segment_by: tuple[str, ...] = ("plan", "channel")
 
     def process(
-        self, clock: PartitionClock, messages: Sequence[tuple[int, Item]], store: CustomerStore
+        self,
+        clock: PartitionClock,
+        messages: Sequence[tuple[int, Item]],
+        store: CustomerStore,
+        backlog: frozenset[str] = frozenset(),
     ) -> BatchResult:
-        """Apply `(offset, item)` pairs of `clock.partition`, each topic in offset order."""
+        """Apply `(offset, item)` pairs of `clock.partition`, each topic in offset order.
+
+        `backlog` names the inputs with unread messages beyond this batch.
+        """
         result = BatchResult()
-        for position, (offset, item) in enumerate(messages):
+        order = sorted(range(len(messages)), key=lambda i: KINDS.index(_kind(messages[i][1])))
+        remaining = Counter(_kind(item) for _, item in messages)
+        for position in order:
+            offset, item = messages[position]
+            kind = _kind(item)
+            remaining[kind] -= 1
             if isinstance(item, Heartbeat):
                 result.heartbeats += 1
-                self._advance(clock, item.occurred_at, store, result)
+                self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
                 continue
             state = store.get(item.customer_id)
             if state is not None and offset <= _applied_offset(state, item):
                 result.redelivered.append(position)
                 continue
-            watermark = clock.watermark(self.allowed_lateness)
-            if watermark is not None and item.occurred_at < watermark:
+            if clock.watermark is not None and item.occurred_at < clock.watermark:
                 result.late.append(position)
                 continue
-            self._advance(clock, item.occurred_at, store, result)
+            # Close the days this event's time completes before applying it, so no record
+            # runs ahead of the day being evaluated.
+            self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
             if state is None:
-                state = CustomerState.new(
-                    item.customer_id, clock.partition, item.occurred_at, self.ring_days
-                )
+                state = CustomerState.new(item.customer_id, clock.partition, None, self.ring_days)
             if _apply(state, offset, item):
                 result.applied += 1
             else:
@@ -114,15 +136,33 @@ class PartitionEngine:
             store.put(state)
         return result
 
-    def _advance(
-        self, clock: PartitionClock, event_time: float, store: CustomerStore, result: BatchResult
+    def _observe(
+        self,
+        clock: PartitionClock,
+        kind: str,
+        event_time: float,
+        remaining: Counter[str],
+        backlog: frozenset[str],
+        store: CustomerStore,
+        result: BatchResult,
     ) -> None:
-        """Move the clock to `event_time`; close every UTC day the watermark passes."""
-        if clock.max_event_time is not None and event_time <= clock.max_event_time:
+        """Note an input's event time; move the watermark and close the days it passes."""
+        if event_time > clock.latest.get(kind, float("-inf")):
+            clock.latest[kind] = event_time
+            result.clock_changed = True
+        unread = {k for k in KINDS if remaining[k] > 0} | backlog
+        if unread:
+            if not unread <= clock.latest.keys():
+                return  # an input with unread messages has not been read at all yet
+            frontier = min(clock.latest[k] for k in unread)
+        else:
+            frontier = max(clock.latest.values())
+        watermark = frontier - self.allowed_lateness
+        if clock.watermark is not None and watermark <= clock.watermark:
             return
-        clock.max_event_time = event_time
+        clock.watermark = watermark
         result.clock_changed = True
-        today = day_of(event_time - self.allowed_lateness)
+        today = day_of(watermark)
         if clock.evaluated_day is None:
             clock.evaluated_day = today
             return
@@ -171,6 +211,12 @@ class PartitionEngine:
             result.alerts.append(event)
 
 
+def _kind(item: Item) -> str:
+    if isinstance(item, Heartbeat):
+        return item.kind
+    return "billing" if isinstance(item, BillingEvent) else "usage"
+
+
 def _applied_offset(state: CustomerState, item: UsageEvent | BillingEvent) -> int:
     return state.billing_offset if isinstance(item, BillingEvent) else state.usage_offset
 
@@ -185,7 +231,8 @@ def _apply(state: CustomerState, offset: int, item: UsageEvent | BillingEvent) -
     state.usage_offset = offset
     if not state.ring.add(day_of(item.occurred_at), item.quantity):
         return False
-    state.first_seen = min(state.first_seen, item.occurred_at)
-    state.last_seen = max(state.last_seen, item.occurred_at)
+    at = item.occurred_at
+    state.first_seen = at if state.first_seen is None else min(state.first_seen, at)
+    state.last_seen = at if state.last_seen is None else max(state.last_seen, at)
     state.events += 1
     return True

@@ -73,9 +73,9 @@ class Engagement(Protocol):
     @property
     def ring(self) -> DailyRing: ...
     @property
-    def first_seen(self) -> float: ...
+    def first_seen(self) -> float | None: ...
     @property
-    def last_seen(self) -> float: ...
+    def last_seen(self) -> float | None: ...
     @property
     def events(self) -> int: ...
     @property
@@ -84,6 +84,8 @@ class Engagement(Protocol):
 
 def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
     """Recent daily usage below `drop_ratio` of the customer's own baseline daily usage."""
+    if engagement.first_seen is None:
+        return None  # no usage yet
     recent_first = as_of_day - limits.recent_days
     baseline_first = max(recent_first - limits.baseline_days, day_of(engagement.first_seen))
     baseline_span = recent_first - baseline_first
@@ -106,7 +108,7 @@ def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Re
 
 def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
     """No usage at all for `inactive_days` whole days before the evaluated day."""
-    if engagement.events == 0:
+    if engagement.first_seen is None or engagement.last_seen is None:
         return None  # never used the product: onboarding, not silence
     last_day = engagement.ring.last_active_day(as_of_day)
     if last_day is None:

@@ -21,6 +21,9 @@ from kafka import KafkaAdminClient
 
 from churnwatch.broker import EmbeddedKafka, ensure_kafka, free_port
 from churnwatch.exceptions import MissingToolError
+from tests.integration.postgres import postgres_database_url, postgres_url
+
+__all__ = ["postgres_database_url", "postgres_url"]  # fixtures shared by integration tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"

@@ -56,35 +56,36 @@ def worker(worker_env: WorkerEnv, tmp_path: Path) -> Iterator[WorkerProcess]:
 def test_simulated_drop_offs_are_alerted_and_steady_customers_are_not(
     worker_env: WorkerEnv, worker: WorkerProcess, tmp_path: Path
 ) -> None:
+    """The issue's acceptance run: 2,000 customers, 60 days, 5% decaying or stopping."""
     plan = simulation.Plan(
-        customers=2000, days=60, seed=7, decay_fraction=0.025, stop_fraction=0.025
+        customers=2000,
+        days=60,
+        seed=7,
+        decay_fraction=0.025,
+        stop_fraction=0.025,
+        churn_fraction=0.03,
+        new_fraction=0.05,
     )
     customers = simulation.customers_for(plan)
-    produced = sum(1 for _ in simulation.events(plan, customers))
+    produced = sum(1 for _ in simulation.events(plan, customers)) + sum(
+        1 for _ in simulation.billing_events(plan, customers)
+    )
     planted_file = tmp_path / "planted.json"
 
     worker_env.run_cli(
-        "simulate",
-        "--customers",
-        "2000",
-        "--days",
-        "60",
-        "--seed",
-        "7",
-        "--decay-fraction",
-        "0.025",
-        "--stop-fraction",
-        "0.025",
-        "--planted-out",
-        str(planted_file),
-    )
+        "simulate", "--customers", "2000", "--days", "60", "--seed", "7",
+        "--decay-fraction", "0.025", "--stop-fraction", "0.025",
+        "--churn-fraction", "0.03", "--new-fraction", "0.05",
+        "--planted-out", str(planted_file),
+    )  # fmt: skip
 
     planted = {
         p["customer_id"]: p["pattern"] for p in json.loads(planted_file.read_text())["planted"]
     }
-    assert len(planted) == 100
+    count = Counter(planted.values())
+    assert count == {"decay": 50, "stop": 50, "churn": 60}
     worker.wait_for("churnwatch_events_processed_total", produced)
-    worker.wait_for("churnwatch_heartbeats_total", worker_env.partitions)
+    worker.wait_for("churnwatch_heartbeats_total", 2 * worker_env.partitions)
 
     def all_opened(messages: list[object]) -> bool:
         opened = {m.key for m in messages if orjson.loads(m.value)["status"] == "opened"}
@@ -98,29 +99,39 @@ def test_simulated_drop_offs_are_alerted_and_steady_customers_are_not(
     assert {a["customer_id"] for a in opened} == set(planted)
     assert len(opened) == len(planted), "one opened alert per customer, no duplicates"
     assert {a["customer_id"] for a in alerts} == set(planted), "no alert for a steady customer"
+    churned = {a["customer_id"] for a in alerts if a["status"] == "churned"}
+    assert churned == {cid for cid, pattern in planted.items() if pattern == "churn"}
     for alert in alerts:
         assert alert["schema"] == "churnwatch.alert/1"
-        codes = {r["code"] for r in alert["reasons"]}
-        assert codes <= {"usage_drop", "inactive"}
+        assert {r["code"] for r in alert["reasons"]} <= {
+            "usage_drop",
+            "inactive",
+            "cancel_scheduled",
+        }
 
     # The gauges tell the same story as the topics.
-    stopped = sum(pattern == "stop" for pattern in planted.values())
+    still_open = count["decay"] + count["stop"]
     assert worker.total("churnwatch_events_processed_total") == produced
     assert worker.total("churnwatch_events_dead_lettered_total") == 0
     assert worker.total("churnwatch_customers_tracked") == 2000
-    assert worker.total("churnwatch_customers_at_risk") == len(planted)
-    assert worker.total("churnwatch_customers_at_risk_by_reason", reason="inactive") == stopped
-    assert worker.total("churnwatch_customers_at_risk_by_reason", reason="usage_drop") == len(
-        planted
-    )
+    assert worker.total("churnwatch_customers_at_risk") == still_open
+    by_reason = {
+        reason: worker.total("churnwatch_customers_at_risk_by_reason", reason=reason)
+        for reason in ("inactive", "usage_drop", "cancel_scheduled")
+    }
+    assert by_reason == {
+        "inactive": count["stop"],
+        "usage_drop": still_open,
+        "cancel_scheduled": count["stop"],
+    }
     assert worker.total("churnwatch_alerts_total", status="opened") == len(planted)
-    last_day_end = plan.end
+    assert worker.total("churnwatch_alerts_total", status="churned") == count["churn"]
     watermarks = [
         value
         for (name, _), value in worker.metrics().items()
         if name == "churnwatch_partition_watermark_timestamp_seconds"
     ]
-    assert watermarks == [last_day_end] * worker_env.partitions
+    assert watermarks == [plan.end] * worker_env.partitions
 
 
 def malformed_messages() -> list[tuple[bytes | None, bytes, str]]:

@@ -87,6 +87,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90) -> WorkerProcess:
         variables = {
+            "CHURNWATCH_DATABASE_URL": f"sqlite:///{self.data_dir}.sqlite3",
             **self.env.variables(),
             "CHURNWATCH_WEB_PORT": str(self.port),
             "CHURNWATCH_DATA_DIR": str(self.data_dir),

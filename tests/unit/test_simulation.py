@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from churnwatch import simulation
+from churnwatch.domain.alerts import AlertEvent
+from churnwatch.domain.billing import parse_billing_message
+from churnwatch.domain.churn import Figures
 from churnwatch.domain.engagement import ring_days_needed
-from churnwatch.domain.events import Heartbeat, UsageEvent
-from churnwatch.domain.partition import PartitionClock, PartitionEngine
-from config.settings import RuleSettings
+from churnwatch.domain.events import Heartbeat, parse_usage_message
+from churnwatch.domain.partition import ClosedPeriod, Item, PartitionClock, PartitionEngine
+from config.settings import EventLimits, RuleSettings
 from tests.unit.test_partition import DictStore
 
 LATENESS = 3600.0
+DAY = 86_400.0
 
 
 def test_same_seed_same_traffic() -> None:
@@ -39,29 +44,103 @@ def test_events_come_in_event_time_order_with_the_planted_share() -> None:
     assert 0.8 * estimate < len(times) < 1.2 * estimate
 
 
-def test_rules_alert_on_every_planted_customer_and_no_steady_one() -> None:
-    plan = simulation.Plan(customers=300, days=60, seed=5, decay_fraction=0.05, stop_fraction=0.05)
+EXPECTED_REASONS = {
+    "decay": {"usage_drop"},
+    "stop": {"usage_drop", "inactive", "cancel_scheduled"},
+    "churn": {"cancel_scheduled"},
+}
+
+
+def run_simulation(plan: simulation.Plan) -> tuple[list[AlertEvent], list[ClosedPeriod]]:
+    """The simulated traffic through the engine as one partition, in batches of 5,000."""
     customers = simulation.customers_for(plan)
-    rules = RuleSettings()
-    engine = PartitionEngine(rules, LATENESS, ring_days_needed(35, LATENESS))
+    engine = PartitionEngine(RuleSettings(), LATENESS, ring_days_needed(35, LATENESS))
     store, clock = DictStore(), PartitionClock(0)
-    items: list[UsageEvent | Heartbeat] = [
-        UsageEvent(
-            e["event_id"], e["customer_id"], e["occurred_at"], e["event_type"], e["quantity"]
-        )
-        for e in simulation.events(plan, customers)
-    ]
+    limits, now = EventLimits(), plan.end + 86_400
+    items: list[Item] = []
+    for kind, event in simulation.merged(
+        simulation.events(plan, customers), simulation.billing_events(plan, customers)
+    ):
+        raw = orjson.dumps(event)
+        if kind == "usage":
+            items.append(parse_usage_message(raw, None, now=now, limits=limits))
+        else:
+            items.append(
+                parse_billing_message(
+                    raw, None, now=now, limits=limits, segment_attributes=("plan", "channel")
+                )
+            )
     items.append(Heartbeat(plan.end + LATENESS))
-    opened: dict[str, set[str]] = {}
     numbered = list(enumerate(items))
+    alerts: list[AlertEvent] = []
+    closed: list[ClosedPeriod] = []
     for first in range(0, len(numbered), 5000):
-        for alert in engine.process(clock, numbered[first : first + 5000], store).alerts:
-            opened.setdefault(alert.customer_id, set()).update(r.code for r in alert.reasons)
-    planted = {c.customer_id: c.pattern for c in customers if c.pattern != "steady"}
-    assert set(opened) == set(planted)
-    for customer_id, pattern in planted.items():
-        expected = {"usage_drop", "inactive"} if pattern == "stop" else {"usage_drop"}
-        assert opened[customer_id] == expected, customer_id
+        result = engine.process(clock, numbered[first : first + 5000], store)
+        assert not result.late
+        alerts.extend(result.alerts)
+        closed.extend(result.closed)
+    return alerts, closed
+
+
+PLAN = simulation.Plan(
+    customers=300,
+    days=60,
+    seed=5,
+    decay_fraction=0.05,
+    stop_fraction=0.05,
+    churn_fraction=0.05,
+    new_fraction=0.05,
+)
+
+
+def test_rules_alert_on_every_planted_customer_and_no_other() -> None:
+    alerts, _ = run_simulation(PLAN)
+    patterns = {c.customer_id: c.pattern for c in simulation.customers_for(PLAN)}
+    reasons: dict[str, set[str]] = {}
+    last_status: dict[str, str] = {}
+    for alert in alerts:
+        reasons.setdefault(alert.customer_id, set()).update(r.code for r in alert.reasons)
+        last_status[alert.customer_id] = alert.status
+    planted = {cid for cid, pattern in patterns.items() if pattern in simulation.PLANTED}
+    assert set(reasons) == planted
+    for customer_id in planted:
+        assert reasons[customer_id] == EXPECTED_REASONS[patterns[customer_id]], customer_id
+        expected_status = "churned" if patterns[customer_id] == "churn" else "escalated"
+        if patterns[customer_id] != "decay":
+            assert last_status[customer_id] == expected_status, customer_id
+
+
+def test_closed_period_figures_match_the_simulated_ground_truth() -> None:
+    _, closed = run_simulation(PLAN)
+    february = [c for c in closed if c.period.label == "2020-02"]
+    assert len(february) == 1
+    figures = Figures()
+    for part in february[0].figures.values():
+        figures.add(part)
+    start, end = february[0].period.start, february[0].period.end
+    customers = simulation.customers_for(PLAN)
+
+    def started(c: simulation.Customer) -> float:
+        return PLAN.start + c.first_day * DAY  # within the first hour of that day
+
+    def ended(c: simulation.Customer) -> float:
+        if c.pattern == "churn" and c.onset_day is not None:
+            return PLAN.start + c.onset_day * DAY
+        return float("inf")
+
+    at_start = [c for c in customers if started(c) < start and ended(c) > start]
+    churned = [c for c in at_start if ended(c) <= end]
+    new = [c for c in customers if start <= started(c) < end and ended(c) > end]
+    assert figures.start_customers == len(at_start)
+    assert figures.churned_customers == len(churned) > 0
+    assert figures.retained_customers == len(at_start) - len(churned)
+    assert figures.new_customers == len(new) > 0
+    assert figures.start_mrr_cents == round(100 * sum(c.mrr for c in at_start))
+    assert figures.churned_mrr_cents == round(100 * sum(c.mrr for c in churned))
+    assert figures.churned_involuntary_customers == 0
+    assert set(february[0].figures) <= {
+        (plan, channel) for plan, _, _ in simulation.PLANS for channel, _ in simulation.CHANNELS
+    }
 
 
 @pytest.mark.parametrize(
@@ -70,6 +149,7 @@ def test_rules_alert_on_every_planted_customer_and_no_steady_one() -> None:
         ({"customers": 0, "days": 60}, "at least 1"),
         ({"customers": 10, "days": 30}, "45 days"),
         ({"customers": 10, "days": 60, "decay_fraction": 0.7, "stop_fraction": 0.4}, "exceed"),
+        ({"customers": 10, "days": 60, "churn_fraction": -0.1}, "negative"),
     ],
 )
 def test_impossible_plans_are_refused(kwargs: dict[str, float], message: str) -> None:

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from churnwatch.domain.customer import CustomerState
 from config import load_settings
-from streams.app import Worker, create_worker
+from streams.app import MemoryPeriodSink, Worker, create_worker
+from streams.ingest import NoBacklog
 
 DAY = 86_400.0
 START = 1_577_836_800.0  # 2020-01-01
@@ -42,7 +43,13 @@ def worker(tmp_path: Path, emitter: ListEmitter) -> Worker:
     settings = load_settings(
         data_dir=tmp_path, batch_within_seconds=0.01, allowed_lateness_seconds=0
     )
-    worker = create_worker(settings, CollectorRegistry(), emitter=emitter)
+    worker = create_worker(
+        settings,
+        CollectorRegistry(),
+        emitter=emitter,
+        periods=MemoryPeriodSink(),
+        backlog=NoBacklog(),
+    )
     worker.app.finalize()
     worker.app.flow_control.resume()
     return worker

@@ -1,0 +1,1 @@
+"""Revisions, oldest first: `0001_…`, `0002_…` (alembic skips this file)."""
