@@ -1,4 +1,4 @@
-"""Figures timer: recount the churn figures the gauges show, off the scrape path."""
+"""Figures timer: recount the gauges' churn figures off the scrape path; re-record periods."""
 
 from __future__ import annotations
 
@@ -14,3 +14,4 @@ def install(worker: Worker) -> None:
         """O(customers) per run: every `figures_interval_seconds`, not on every scrape."""
         async with worker.lock:
             worker.refresh_figures()
+            await worker.reconcile_periods()

@@ -22,4 +22,18 @@ def install(worker: Worker) -> None:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        """Alive: the process serves requests (liveness)."""
         return web.json({"status": "ok", "partitions": sorted(worker.owned_partitions())})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Ready: partitions assigned and their state restored (503 otherwise)."""
+        partitions = sorted(worker.owned_partitions())
+        ready = bool(partitions) and worker.settled()
+        body = {
+            "ready": ready,
+            "partitions": partitions,
+            "rebalancing": worker.app.rebalancing,
+            "recovering": worker.app.in_recovery,
+        }
+        return web.json(body, status=200 if ready else 503)

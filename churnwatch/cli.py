@@ -230,7 +230,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     try:
         sent = produce_simulation(producer, settings, plan, customers, billing=args.billing)
         # Push every partition's watermark past the last simulated day, so it is evaluated.
-        heartbeat_at = plan.end + settings.allowed_lateness_seconds
+        heartbeat_at = plan.end + settings.allowed_lateness_seconds + 1
         send_heartbeats(producer, [settings.topics.usage, settings.topics.billing], heartbeat_at)
     finally:
         producer.close()

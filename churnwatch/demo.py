@@ -106,7 +106,7 @@ def produce_history(args: argparse.Namespace, settings: Settings, workdir: Path)
     producer = make_producer(settings.bootstrap_servers)
     try:
         produce_simulation(producer, settings, plan, customers)
-        heartbeat_at = plan.end + settings.allowed_lateness_seconds
+        heartbeat_at = plan.end + settings.allowed_lateness_seconds + 1
         send_heartbeats(producer, [settings.topics.usage, settings.topics.billing], heartbeat_at)
     finally:
         producer.close()

@@ -81,7 +81,13 @@ class WorkerMetrics:
         )
         self.events_duplicate = Counter(
             "churnwatch_events_duplicate",
-            "Events already applied under the same id (producer retries), counted once.",
+            "Events recognised as already applied (same event id and time), counted once.",
+            ["topic"],
+            registry=registry,
+        )
+        self.events_moved_away = Counter(
+            "churnwatch_events_moved_away",
+            "Messages left for a partition's new owner after a rebalance (read again there).",
             ["topic"],
             registry=registry,
         )
@@ -95,6 +101,11 @@ class WorkerMetrics:
             "churnwatch_alerts",
             "Alert transitions published, by status and primary reason.",
             ["status", "reason"],
+            registry=registry,
+        )
+        self.period_record_failures = Counter(
+            "churnwatch_period_record_failures",
+            "Closed periods the SQL store refused (retried by the figures timer).",
             registry=registry,
         )
         self.batch_events = Histogram(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,9 +12,10 @@ import faust
 from faust.types import TP
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from churnwatch.domain.churn import ChurnPolicy
+from churnwatch.domain.churn import ChurnPolicy, period_figures
 from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
+from churnwatch.domain.periods import period_of
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.codecs import CUSTOMER_CODEC, register_codecs
@@ -32,6 +34,15 @@ class FaustEmitter:
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> None:
         await self._app.producer.send(topic, key, value, None, None, headers)
+
+
+def owned_partitions(app: faust.App, topic: str) -> set[int]:
+    """Partitions of `topic` the app actively owns right now (empty before an assignment)."""
+    try:
+        actives = app.assignor.assigned_actives()
+    except Exception:  # before the first assignment the assignor has nothing to say
+        return set()
+    return {tp.partition for tp in actives if tp.topic == topic}
 
 
 class FaustBacklog:
@@ -74,14 +85,16 @@ class Worker:
 
     def owned_partitions(self) -> set[int]:
         """Partitions of the usage topic this worker actively owns right now."""
-        try:
-            actives = self.app.assignor.assigned_actives()
-        except Exception:  # before the first assignment the assignor has nothing to say
-            return set()
-        return {tp.partition for tp in actives if tp.topic == self.settings.topics.usage}
+        return owned_partitions(self.app, self.settings.topics.usage)
+
+    def settled(self) -> bool:
+        """Not rebalancing nor restoring tables: the owned state is complete."""
+        return not (self.app.rebalancing or self.app.in_recovery)
 
     def refresh_figures(self) -> None:
         """Recount the churn figures of the owned partitions (a timer calls this)."""
+        if not self.settled():
+            return  # keep the last complete figures while state is being restored
         owned = self.owned_partitions()
         data = self.customers.data
         partitions = {
@@ -90,6 +103,28 @@ class Worker:
         }
         watermarks = self.clocks.watermarks(owned)
         self.figures = figures_snapshot(self.engine, partitions, watermarks)
+
+    async def reconcile_periods(self) -> None:
+        """Record the last closed period of owned partitions not in the store yet.
+
+        Covers a close whose write failed, and a restart: the period's history is still in
+        the customers' records, so its figures can be counted again (an idempotent upsert).
+        """
+        if not self.settled():
+            return
+        for partition in self.owned_partitions():
+            watermark = self.clocks.get(partition).watermark
+            if watermark is None:
+                continue
+            closed = period_of(watermark, self.engine.granularity).previous()
+            if (partition, closed.label) in self.ingest.recorded:
+                continue
+            data = self.customers.data
+            customers = [data[c] for c in self.index.customers(partition) if c in data]
+            figures = period_figures(
+                customers, closed.start, closed.end, self.engine.policy, self.engine.segment_by
+            )
+            await self.ingest.record_period(ClosedPeriod(partition, closed, figures))
 
     def summarize(self) -> StateSummary:
         """State gauges over the owned partitions (scrape time, O(customers))."""
@@ -123,11 +158,13 @@ def create_worker(
     emitter: Emitter | None = None,
     periods: PeriodSink | None = None,
     backlog: Backlog | None = None,
+    owned: Callable[[], set[int]] | None = None,
 ) -> Worker:
     """Build the Faust app and everything it runs, without starting anything.
 
     `emitter` replaces Faust's producer for alerts and dead letters, `periods` the SQL store
-    of closed periods, `backlog` the consumer's view of unread messages (agent tests).
+    of closed periods, `backlog` the consumer's view of unread messages, `owned` the
+    assignment (agent tests, where no consumer runs).
     """
     register_codecs()
     if registry is None:
@@ -196,6 +233,7 @@ def create_worker(
         periods=periods or default_period_sink(settings),
         backlog=backlog or FaustBacklog(app),
         metrics=metrics,
+        owned=owned or (lambda: owned_partitions(app, topics.usage)),
     )
     worker = Worker(
         app=app,
@@ -225,11 +263,14 @@ def _table(app: faust.App, name: str, value_serializer: str, partitions: int) ->
     """A table with raw string keys and the given value codec.
 
     Faust derives serializers from Record types; these tables hold plain objects, so the
-    serializers are set before the store and changelog topic (both made lazily) exist.
+    serializers are set here, before the store exists (it is made lazily), and the changelog
+    topic, already made when the table was registered, is made again with them: recovery
+    decodes the changelog through that topic (faust-streaming is pinned for this).
     """
     table: Any = app.Table(name, key_type=str, partitions=partitions)
     table.key_serializer = "raw"
     table.value_serializer = value_serializer
+    table.changelog_topic = table._new_changelog_topic()
     return table
 
 
@@ -239,8 +280,9 @@ class MemoryPeriodSink:
     def __init__(self) -> None:
         self.closed: list[ClosedPeriod] = []
 
-    async def record(self, closed: ClosedPeriod) -> None:
+    async def record(self, closed: ClosedPeriod) -> bool:
         self.closed.append(closed)
+        return True
 
 
 def default_period_sink(settings: Settings) -> PeriodSink:

@@ -64,7 +64,8 @@ class NoBacklog:
 class PeriodSink(Protocol):
     """Where a partition's final figures of a closed period go (the SQL store)."""
 
-    async def record(self, closed: ClosedPeriod) -> None: ...
+    async def record(self, closed: ClosedPeriod) -> bool:
+        """Record idempotently; False when it could not (to be retried, never raised)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class IngestBatch:
         periods: PeriodSink,
         backlog: Backlog,
         metrics: WorkerMetrics,
+        owned: Callable[[], set[int]] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
@@ -103,7 +105,16 @@ class IngestBatch:
         self._periods = periods
         self._backlog = backlog
         self._metrics = metrics
+        self._owned = owned
         self._wall_clock = wall_clock
+        self.recorded: set[tuple[int, str]] = set()  # (partition, period label) in the store
+
+    async def record_period(self, closed: ClosedPeriod) -> None:
+        """Store a closed period; a failure is counted and retried by the figures timer."""
+        if await self._periods.record(closed):
+            self.recorded.add((closed.partition, closed.period.label))
+        else:
+            self._metrics.period_record_failures.inc()
 
     async def handle(self, messages: Sequence[Message]) -> None:
         """Fold a batch; every message ends processed (applied, duplicate or redelivered),
@@ -113,7 +124,14 @@ class IngestBatch:
         parsed: dict[int, list[tuple[int, Item]]] = defaultdict(list)
         sources: dict[int, list[Message]] = defaultdict(list)
         next_offsets: dict[int, dict[str, int]] = defaultdict(dict)
+        owned = None if self._owned is None else self._owned()
         for message in messages:
+            if owned is not None and message.partition not in owned:
+                # Taken before a rebalance moved the partition away: its new owner reads it
+                # again from the committed offset. Applying it here would write a record
+                # (possibly a fresh one: ours was dropped) over the new owner's.
+                self._metrics.events_moved_away.labels(message.topic).inc()
+                continue
             read = next_offsets[message.partition]
             read[message.topic] = max(read.get(message.topic, 0), message.offset + 1)
             try:
@@ -150,7 +168,7 @@ class IngestBatch:
                     self._metrics.events_processed.labels(message.topic).inc()
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
-                await self._periods.record(closed)
+                await self.record_period(closed)
         store.flush()
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
@@ -169,7 +187,7 @@ class IngestBatch:
             self._clocks.save(clock)
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
-                await self._periods.record(closed)
+                await self.record_period(closed)
         store.flush()
 
     async def _unread_inputs(self, clock: PartitionClock) -> frozenset[str]:

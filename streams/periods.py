@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from churnwatch.domain.partition import ClosedPeriod
 from churnwatch.store.figures import FiguresStore
@@ -27,9 +28,19 @@ class SqlPeriodSink:
         store.migrate()
         return cls(store, settings.partitions)
 
-    async def record(self, closed: ClosedPeriod) -> None:
-        # A database thread, so a slow commit never stalls the partitions' event loop.
-        await asyncio.to_thread(self._store.record, closed, self._partitions_total)
+    async def record(self, closed: ClosedPeriod) -> bool:
+        """Upsert; False (logged) when the database fails: the worker retries later."""
+        try:
+            # A database thread, so a slow commit never stalls the partitions' event loop.
+            await asyncio.to_thread(self._store.record, closed, self._partitions_total)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "period_record_failed",
+                partition=closed.partition,
+                period=closed.period.label,
+                error=str(exc).splitlines()[0][:300],
+            )
+            return False
         log.info(
             "period_closed",
             partition=closed.partition,
@@ -38,6 +49,7 @@ class SqlPeriodSink:
             customers_at_start=sum(f.start_customers for f in closed.figures.values()),
             segments=len(closed.figures),
         )
+        return True
 
     def close(self) -> None:
         self._store.close()

@@ -140,7 +140,12 @@ def _attribute(payload: dict[str, Any], name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """Billing state at a moment. `ever_subscribed` remembers a past subscription (reactivation)."""
+    """Billing state at a moment.
+
+    `was_subscribed` remembers an ended subscription that lasted (start < end): a customer
+    subscribing again is reactivated, not new. A subscription started and ended at the same
+    instant was never subscribed at any time, by the definition start <= t < end.
+    """
 
     subscribed: bool = False
     mrr_cents: int = 0
@@ -150,7 +155,7 @@ class Account:
     ended_at: float | None = None
     cancel_at: float | None = None
     failing_since: float | None = None
-    ever_subscribed: bool = False
+    was_subscribed: bool = False
     ended_while_failing: bool = False
     attributes: tuple[tuple[str, str], ...] = ()
 
@@ -165,7 +170,6 @@ class Account:
                     subscribed=True,
                     subscribed_since=event.occurred_at,
                     ended_at=None,
-                    ever_subscribed=True,
                     ended_while_failing=False,
                 )
             if kind != "subscription.changed":
@@ -174,9 +178,11 @@ class Account:
         if kind == "subscription.canceled":
             return replace(changed, cancel_at=event.effective_at or event.occurred_at)
         if kind == "subscription.ended":
+            lasted = self.subscribed and (self.subscribed_since or 0) < event.occurred_at
             return replace(
                 changed,
                 subscribed=False,
+                was_subscribed=self.was_subscribed or lasted,
                 mrr_cents=0,
                 ended_at=event.occurred_at,
                 cancel_at=None,
@@ -230,14 +236,13 @@ class Timeline:
             account = account.apply(event)
         return account
 
-    def accounts_between(self, start: float, end: float) -> Iterable[Account]:
-        """The account at `start` and after each change in (start, end)."""
+    def changes_between(self, start: float, end: float) -> Iterable[tuple[float, Account]]:
+        """(time, account right after) for each change strictly inside (start, end)."""
         account = self.at(start)
-        yield account
         for event in self.changes:
             if start < event.occurred_at < end:
                 account = account.apply(event)
-                yield account
+                yield event.occurred_at, account
 
     def compact(self, before: float) -> bool:
         """Fold changes older than `before` into the base: none can arrive that late any more."""

@@ -171,20 +171,24 @@ def _contribution(
     if in_start:
         _count_start(figures, at_start, at_end, in_end, end, policy)
     elif in_end:
-        if at_start.ever_subscribed:
+        if at_start.was_subscribed:
             figures.reactivated_customers = 1
             figures.reactivation_mrr_cents = at_end.mrr_cents
         else:
             figures.new_customers = 1
             figures.new_mrr_cents = at_end.mrr_cents
     elif policy.count_intra_period:
-        joined = [a for a in timeline.accounts_between(start, end) if a.subscribed]
+        joined = [
+            account
+            for at, account in timeline.changes_between(start, end)
+            if subscribed(account, at, policy)
+        ]
         if not joined:
             return _only_activity(figures, segment_of(at_end, segment_by))
         # Joined and left inside the period: in the denominator and among the churned.
         figures.start_customers = figures.churned_customers = 1
         figures.start_mrr_cents = figures.churned_mrr_cents = joined[0].mrr_cents
-        figures.churned_involuntary_customers = int(at_end.ended_while_failing)
+        figures.churned_involuntary_customers = int(_involuntary(at_end, end, policy))
         segment_account = joined[0]
     else:
         return _only_activity(figures, segment_of(at_end, segment_by))
@@ -213,8 +217,13 @@ def _count_start(
         return
     figures.churned_customers = 1
     figures.churned_mrr_cents = at_start.mrr_cents
+    figures.churned_involuntary_customers = int(_involuntary(at_end, end, policy))
+
+
+def _involuntary(at_end: Account, end: float, policy: ChurnPolicy) -> bool:
+    """Left because payment failed: still failing past the limit, or ended while failing."""
     still_on_but_failing = at_end.subscribed and not subscribed(at_end, end, policy)
-    figures.churned_involuntary_customers = int(still_on_but_failing or at_end.ended_while_failing)
+    return still_on_but_failing or at_end.ended_while_failing
 
 
 def _only_activity(figures: Figures, segment: Segment) -> tuple[Segment, Figures] | None:

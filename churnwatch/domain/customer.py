@@ -126,7 +126,7 @@ _ACCOUNT_FIELDS: Final = (
     "ended_at",
     "cancel_at",
     "failing_since",
-    "ever_subscribed",
+    "was_subscribed",
     "ended_while_failing",
 )
 _EVENT_FIELDS: Final = (

@@ -23,6 +23,15 @@ def day_of(timestamp: float) -> int:
     return math.floor(timestamp / SECONDS_PER_DAY)
 
 
+def last_closed_day(watermark: float) -> int:
+    """The latest day X whose start is strictly before the watermark: "as of X" is complete.
+
+    An event exactly at X's first instant is not late yet (it is not older than the
+    watermark) and belongs to day X; so X closes only once the watermark is past it.
+    """
+    return math.ceil(watermark / SECONDS_PER_DAY) - 1
+
+
 def ring_days_needed(longest_window_days: int, allowed_lateness_seconds: float) -> int:
     """Ring length that still holds a full window when evaluated behind the newest event.
 

@@ -24,7 +24,7 @@ from churnwatch.domain.alerts import AlertEvent, next_transition
 from churnwatch.domain.billing import BillingEvent, Timeline
 from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of
+from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of, last_closed_day
 from churnwatch.domain.events import Heartbeat, UsageEvent
 from churnwatch.domain.periods import Granularity, Period, period_of
 from churnwatch.domain.rules import Thresholds, evaluate, has_churned
@@ -162,7 +162,7 @@ class PartitionEngine:
             return
         clock.watermark = watermark
         result.clock_changed = True
-        today = day_of(watermark)
+        today = last_closed_day(watermark)
         if clock.evaluated_day is None:
             clock.evaluated_day = today
             return

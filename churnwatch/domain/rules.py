@@ -203,7 +203,7 @@ def has_churned(engagement: Engagement, as_of_day: int) -> bool:
     if engagement.billing is None:
         return False
     account = engagement.billing.at(as_of_day * SECONDS_PER_DAY)
-    return account.ever_subscribed and not account.subscribed
+    return account.was_subscribed and not account.subscribed
 
 
 def risk_score(reasons: tuple[Reason, ...]) -> int:

@@ -131,7 +131,7 @@ def test_simulated_drop_offs_are_alerted_and_steady_customers_are_not(
         for (name, _), value in worker.metrics().items()
         if name == "churnwatch_partition_watermark_timestamp_seconds"
     ]
-    assert watermarks == [plan.end] * worker_env.partitions
+    assert watermarks == [plan.end + 1] * worker_env.partitions
 
 
 def malformed_messages() -> list[tuple[bytes | None, bytes, str]]:

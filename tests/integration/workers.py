@@ -77,6 +77,7 @@ class WorkerProcess:
     def __init__(self, env: WorkerEnv, workdir: Path, name: str = "worker") -> None:
         self.env = env
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{name}.log"
         self.data_dir = workdir / name
         self._process: subprocess.Popen[bytes] | None = None

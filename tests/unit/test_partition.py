@@ -60,7 +60,7 @@ def history(customers: int, days: int, silent_from: dict[str, int], seed: int) -
                 at = START + day * DAY + rng.uniform(0, DAY - 1)
                 todays.append(event(customer, at, rng.uniform(8, 12)))
         items.extend(sorted(todays, key=lambda e: e.occurred_at))
-    items.append(Heartbeat(START + days * DAY + LATENESS))
+    items.append(Heartbeat(START + days * DAY + LATENESS + 1))
     return items
 
 

@@ -70,7 +70,7 @@ def run_simulation(plan: simulation.Plan) -> tuple[list[AlertEvent], list[Closed
                     raw, None, now=now, limits=limits, segment_attributes=("plan", "channel")
                 )
             )
-    items.append(Heartbeat(plan.end + LATENESS))
+    items.append(Heartbeat(plan.end + LATENESS + 1))  # the watermark passes the end
     numbered = list(enumerate(items))
     alerts: list[AlertEvent] = []
     closed: list[ClosedPeriod] = []

@@ -49,6 +49,7 @@ def worker(tmp_path: Path, emitter: ListEmitter) -> Worker:
         emitter=emitter,
         periods=MemoryPeriodSink(),
         backlog=NoBacklog(),
+        owned=lambda: {0},  # test_context() delivers everything on partition 0
     )
     worker.app.finalize()
     worker.app.flow_control.resume()

@@ -1,0 +1,312 @@
+"""`python -m benchmarks`: churnwatch against the limit and its peer, on one embedded broker.
+
+Pre-produces a fixed workload, then runs each contender alone from offset 0 with a fresh group:
+the raw aiokafka limit (fetch only; fetch + decode + dict update), Quix Streams, and a real
+churnwatch worker; then measures latency on the caught-up worker under a steady live rate.
+Writes `<stamp>.json` and `<stamp>.md` (and `latest.*`) to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from benchmarks import latency, profile, quix, report
+from benchmarks.churnwatch_run import WorkerProcess
+from benchmarks.handshake import ContenderError, run_contender
+from benchmarks.measure import not_measured, unavailable
+from benchmarks.workload import Produced, Workload, produce
+from churnwatch.broker import KAFKA_VERSION, EmbeddedKafka, ensure_kafka, free_port
+from churnwatch.exceptions import ChurnwatchError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+CACHE_DIR = Path.home() / ".cache" / "churnwatch"
+PHASES = (*report.CONTENDERS, "latency")
+SIZES = {
+    "full": {"customers": 10_000, "events": 500_000, "rate": 2000, "seconds": 60, "planted": 200},
+    "quick": {"customers": 500, "events": 20_000, "rate": 1000, "seconds": 12, "planted": 20},
+}
+LIVE_EVENT_DAYS = 13.0  # silences start on live days 1.5-3.5; inactive (7 d) fires by day 11.5
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small workload, same code: done in about a minute")
+    add("--out", type=Path, default=RESULTS, help="result directory (default benchmarks/results)")
+    add("--only", nargs="+", choices=PHASES, metavar="NAME", help=f"run only: {', '.join(PHASES)}")
+    add("--bootstrap", metavar="HOST:PORT", help="use this broker, not a new embedded one")
+    add("--customers", type=int, help="override the workload's customer count")
+    add("--events", type=int, help="override the workload's event count")
+    add("--seed", type=int, default=42, help="workload seed (default 42)")
+    add("--live-rate", type=float, help="events/s in the latency phase (2,000; quick 1,000)")
+    add("--live-seconds", type=float, help="length of the latency phase (60 s; quick 12 s)")
+    add("--worker-env", action="append", default=[], metavar="CHURNWATCH_X=V",
+        help="an extra setting for the churnwatch worker (repeatable)")  # fmt: skip
+    add("--quix-python", type=Path, help="a Python with quixstreams (default: own venv)")
+    add("--no-install", action="store_true", help="never create the Quix venv")
+    add("--profile", action="store_true", help="py-spy the worker's throughput window (slower)")
+    add("--cache-dir", type=Path, default=CACHE_DIR, help="Kafka jars, Quix venv (~/.cache/...)")
+    add("--keep", action="store_true", help="keep the work directory and its logs")
+    args = parser.parse_args(argv)
+    for item in args.worker_env:
+        if "=" not in item or not item.startswith("CHURNWATCH_"):
+            parser.error(f"--worker-env wants CHURNWATCH_NAME=VALUE, not {item!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size = dict(SIZES["quick" if args.quick else "full"])
+    workload = Workload(
+        customers=args.customers or size["customers"],
+        events=args.events or size["events"],
+        seed=args.seed,
+    )
+    selected = set(args.only or PHASES)
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix=f"churnwatch-bench-{run_id}-"))
+    say(f"run {run_id}: {workload.events:,} events, {workload.customers:,} customers, "
+        f"{workload.partitions} partitions; work directory {workdir}")  # fmt: skip
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "schema": report.SCHEMA,
+        "run_id": run_id,
+        "started_at": report.now_iso(),
+        "quick": args.quick,
+        "command": ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
+    }
+    failed = False
+    try:
+        with ExitStack() as stack:
+            bootstrap, broker = args.bootstrap, "external"
+            if bootstrap is None:
+                bootstrap, broker = start_broker(args.cache_dir, workdir, stack), "embedded"
+            result["machine"] = report.machine_info(KAFKA_VERSION, broker)
+            topic = f"bench-usage-{run_id}"
+            produced = produce(workload, bootstrap, topic)
+            say(f"produced {produced.messages:,} messages to {topic} in {produced.seconds:.1f} s "
+                f"({produced.value_bytes / produced.events:.0f} B mean)")  # fmt: skip
+            result["workload"] = {**workload.describe(), **produced.describe()}
+            contenders, live, failed = run_phases(
+                args, size, selected, workload, produced, bootstrap, run_id, workdir
+            )
+            report.add_ratios(contenders)
+            result["contenders"] = contenders
+            result["latency"] = live
+    except (ChurnwatchError, OSError) as exc:
+        say(f"FAILED: {exc}")
+        say(f"logs kept in {workdir}")
+        return 1
+    result["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    result["finished_at"] = report.now_iso()
+    result["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    json_path, md_path = report.write(result, args.out)
+    say(f"done in {result['elapsed_seconds']:.0f} s: {json_path} and {md_path}")
+    print(report.to_markdown(result))
+    if failed or args.keep:
+        say(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def start_broker(cache_dir: Path, workdir: Path, stack: ExitStack) -> str:
+    lib_dir = ensure_kafka(cache_dir, REPO_ROOT / "deploy" / "kafka" / "pom.xml")
+    began = time.monotonic()
+    kafka = stack.enter_context(
+        EmbeddedKafka(lib_dir, workdir / "kafka", port=free_port(), fresh=True, heap="1g")
+    )
+    say(f"Kafka {KAFKA_VERSION} up at {kafka.bootstrap} in {time.monotonic() - began:.1f} s")
+    return kafka.bootstrap
+
+
+def run_phases(
+    args: argparse.Namespace,
+    size: dict[str, int],
+    selected: set[str],
+    workload: Workload,
+    produced: Produced,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], bool]:
+    """Run the selected contenders one at a time, then the latency phase."""
+    timeout = 120 + produced.messages / 1000
+    contenders: dict[str, dict[str, Any]] = {}
+    failed = False
+
+    def attempt(name: str, measure: Callable[[], dict[str, Any]]) -> None:
+        nonlocal failed
+        if name not in selected:
+            contenders[name] = not_measured("skipped")
+            return
+        say(f"{name}: running")
+        try:
+            contenders[name] = measure()
+        except quix.QuixUnavailableError as exc:
+            contenders[name] = unavailable(str(exc))
+        except (ContenderError, OSError, RuntimeError) as exc:
+            failed = True
+            contenders[name] = not_measured(f"failed: {exc}"[:2000])
+        say(f"{name}: {_summary(contenders[name])}")
+
+    for mode in ("fetch", "decode_update"):
+        attempt(mode, lambda mode=mode: run_consumer(mode, produced, bootstrap, run_id, workdir,
+                                                      workload.events, timeout))  # fmt: skip
+    attempt("quix", lambda: run_quix(args, produced, bootstrap, run_id, workdir,
+                                     workload.events, timeout))  # fmt: skip
+
+    live: dict[str, Any] = {"status": "skipped"}
+    if not selected & {"churnwatch", "latency"}:
+        contenders["churnwatch"] = not_measured("skipped")
+        return contenders, live, failed
+    extra = dict(item.split("=", 1) for item in args.worker_env)
+    worker = WorkerProcess(bootstrap=bootstrap, usage_topic=produced.topic,
+                           partitions=workload.partitions, run_id=run_id, workdir=workdir,
+                           extra_env=extra)  # fmt: skip
+    try:
+        settings = worker.effective_settings()
+        worker.start()
+        attempt("churnwatch", lambda: run_worker(args, worker, workload, settings, workdir,
+                                                 timeout))  # fmt: skip
+        if "latency" in selected and contenders["churnwatch"]["status"] in ("ok", "skipped"):
+            say("latency: waiting for the worker to catch up")
+            worker.wait_handled(produced.messages, timeout)
+            plan = latency.LivePlan(
+                rate=args.live_rate or size["rate"],
+                duration=args.live_seconds or size["seconds"],
+                event_days=LIVE_EVENT_DAYS,
+                planted=min(size["planted"], workload.customers // 10),
+                start_event_time=produced.heartbeat_time + 60,
+            )
+            say(f"latency: {plan.rate:,.0f} events/s for {plan.duration:g} s, event time "
+                f"{plan.speed / 3600:,.1f} h per second")  # fmt: skip
+            try:
+                live = latency.measure(worker, workload, produced, plan, settings, timeout)
+            except (ContenderError, OSError, RuntimeError, TimeoutError) as exc:
+                failed = True
+                live = {"status": f"failed: {exc}"[:2000]}
+            say(f"latency: {_latency_summary(live)}")
+    finally:
+        worker.stop()
+    return contenders, live, failed
+
+
+def run_consumer(
+    mode: str,
+    produced: Produced,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+    events: int,
+    timeout: float,
+) -> dict[str, Any]:
+    window = run_contender(
+        [sys.executable, "-m", "benchmarks.consumers", mode, "--bootstrap", bootstrap,
+         "--topic", produced.topic, "--group", f"bench-{mode}-{run_id}",
+         "--messages", str(produced.messages)],
+        log_path=workdir / f"{mode}.log",
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    return window.result(events)
+
+
+def run_quix(
+    args: argparse.Namespace,
+    produced: Produced,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+    events: int,
+    timeout: float,
+) -> dict[str, Any]:
+    python = quix.ensure_python(args.cache_dir, args.quix_python, install=not args.no_install)
+    window = quix.run(
+        python,
+        bootstrap=bootstrap,
+        topic=produced.topic,
+        group=f"bench-quix-{run_id}",
+        messages=produced.messages,
+        state_dir=workdir / "quix-state",
+        log_path=workdir / "quix.log",
+        timeout=timeout,
+    )
+    return window.result(events)
+
+
+def run_worker(
+    args: argparse.Namespace,
+    worker: WorkerProcess,
+    workload: Workload,
+    settings: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    recorder: list[Any] = []
+    stamp = report.now_iso().replace(":", "").replace("-", "")
+    profile_path = args.out / f"{stamp}-worker-profile.txt"
+
+    def start_profile() -> None:
+        recorder.append(profile.start(worker.pid, profile_path))
+
+    window = worker.measure_throughput(
+        workload.events, timeout, on_first=start_profile if args.profile else None
+    )
+    if recorder:
+        profile.stop(recorder[0])
+        window.details["profile"] = {"file": str(profile_path), **profile.summarize(profile_path)}
+    window.details["worker_env"] = dict(item.split("=", 1) for item in args.worker_env)
+    window.details["settings"] = {
+        key: settings[key]
+        for key in ("store", "batch_max_events", "batch_within_seconds", "allowed_lateness_seconds")
+    }
+    result = window.result(workload.events)
+    if args.profile:
+        result["profiled"] = True
+    return result
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    if entry.get("status") != "ok":
+        return str(entry.get("status"))
+    return (
+        f"{entry['events_per_second']:,.0f} events/s over {entry['seconds']:.2f} s "
+        f"(start-up {entry['startup_seconds']:.1f} s), peak RSS "
+        f"{entry['peak_rss_bytes'] / 2**20:.0f} MiB, "
+        f"{entry['cpu_seconds_per_million']:.1f} CPU s per million events"
+    )
+
+
+def _latency_summary(live: dict[str, Any]) -> str:
+    if live.get("status") != "ok":
+        return str(live.get("status"))
+    processed, alert = live["produce_to_processed"], live["condition_to_alert"]
+    return (
+        f"produce->processed p50 {processed['p50_ms']} ms p99 {processed['p99_ms']} ms "
+        f"(n={processed['samples']:,}); condition->alert p50 {alert['p50_ms']} ms "
+        f"p99 {alert['p99_ms']} ms (n={alert['samples']}, {alert['alerts_missing']} missing)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
