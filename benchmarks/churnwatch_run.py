@@ -30,10 +30,9 @@ from benchmarks.measure import Sample, Window, process_peak_rss_bytes
 from benchmarks.workload import create_topics
 from churnwatch.broker import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROCESSED = "churnwatch_events_processed_total"
-# `churnwatch worker` exactly as the CLI runs it, under a command line that a `pkill -f
-# "churnwatch worker"` aimed at someone's own worker on this machine does not match.
-LAUNCH = "from churnwatch.cli import main; raise SystemExit(main(['worker']))"
+
 _SAMPLE = re.compile(r"^(\w+)(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
@@ -116,7 +115,8 @@ class WorkerProcess:
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", LAUNCH],
+                [sys.executable, "-m", "benchmarks.cw_entry"],  # `churnwatch worker`
+                cwd=REPO_ROOT,
                 env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -133,12 +133,12 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
-    def assert_alive(self) -> None:
+    def assert_alive(self, progress: str = "") -> None:
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
             hint = " (stopped by a signal from outside the benchmark?)" if code == 0 else ""
             raise ContenderError(
-                f"churnwatch worker exited with {code}{hint}\n{log_tail(self.log_path)}"
+                f"churnwatch worker exited with {code}{hint}{progress}\n{log_tail(self.log_path)}"
             )
 
     def scrape(self) -> str:
@@ -193,7 +193,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         count = 0
         while time.monotonic() < deadline:
-            self.assert_alive()
+            self.assert_alive(f" after {count:,} of {events:,} events")
             count = self.processed() or 0
             if count >= events:
                 window.last = Sample.take(self.pid, count)

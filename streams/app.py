@@ -18,6 +18,7 @@ from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.domain.periods import period_of
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
+from streams.assignor import CopartitionedAssignor
 from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Topics
@@ -188,6 +189,7 @@ def create_worker(
         stream_wait_empty=False,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
+        PartitionAssignor=CopartitionedAssignor,
     )
     input_topics = app.topic(
         settings.topics.usage,

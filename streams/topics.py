@@ -15,28 +15,46 @@ from kafka.errors import TopicAlreadyExistsError
 from churnwatch.exceptions import ConfigError
 from config import Settings
 
+TABLES = ("customers", "partition-clocks")  # the Faust tables streams/app.py declares
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """Changelog topic names of the worker's tables (Faust's naming: app id, table name)."""
+    return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+
 
 def topic_partitions(settings: Settings) -> dict[str, int]:
     """Every topic churnwatch itself needs, with its partition count."""
     topics = settings.topics
-    return {
+    needed = {
         topics.usage: settings.partitions,
         topics.billing: settings.partitions,
         topics.alerts: settings.partitions,
         topics.dead_letters: settings.partitions,
     }
+    return needed | dict.fromkeys(changelog_topics(settings), settings.partitions)
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create missing topics; refuse an input topic whose partition count differs."""
+    """Create missing topics; refuse an input topic whose partition count differs.
+
+    Changelog topics are created here too, compacted, before the worker first joins its
+    group: Faust's assignor leaves out topics missing from the leader's metadata, and a
+    changelog left out is never restored when its partitions move to another worker.
+    """
     wanted = topic_partitions(settings)
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
     )
     try:
         existing = set(admin.list_topics())
+        compacted = set(changelog_topics(settings))
         missing = {
-            name: {"num_partitions": count, "replication_factor": settings.replication_factor}
+            name: {
+                "num_partitions": count,
+                "replication_factor": settings.replication_factor,
+                **({"configs": {"cleanup.policy": "compact"}} if name in compacted else {}),
+            }
             for name, count in wanted.items()
             if name not in existing
         }

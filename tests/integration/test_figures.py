@@ -39,16 +39,20 @@ def period_figures(workers: list[WorkerProcess]) -> Figures:
 
 
 def settled_figures(workers: list[WorkerProcess], timeout: float = 60) -> Figures:
-    """Figures once two reads a second apart agree and cover every partition."""
+    """Figures once every worker is ready, all partitions are owned, and reads agree."""
     deadline = time.monotonic() + timeout
     previous: Figures = {}
     while time.monotonic() < deadline:
         owned = sum(len(w.health()["partitions"]) for w in workers)  # type: ignore[arg-type]
+        if owned != 4 or not all(w.ready() for w in workers):
+            previous = {}
+            time.sleep(0.5)
+            continue
+        time.sleep(1.5)  # the figures timer (0.5 s) recounts after recovery
         current = period_figures(workers)
-        if owned == 4 and current and current == previous:
+        if current and current == previous:
             return current
         previous = current
-        time.sleep(1.0)
     raise AssertionError(f"figures did not settle: {previous}")
 
 
@@ -88,11 +92,6 @@ def wait_processed(workers: list[WorkerProcess], count: int, timeout: float = 18
         time.sleep(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug: a partition handed over while its first owner is mid-stream is counted "
-    "differently by the new owner (its clock restarts); see CHANGELOG 'Known issues'",
-)
 def test_two_workers_add_up_to_one_and_a_rebalance_loses_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, spawn: Spawn
 ) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,6 +131,14 @@ class WorkerProcess:
     def health(self) -> dict[str, object]:
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
             return dict(json.loads(response.read()))
+
+    def ready(self) -> bool:
+        """/readyz: partitions assigned and their tables restored."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
+                return bool(json.loads(response.read())["ready"])
+        except urllib.error.HTTPError:  # 503 while rebalancing or recovering
+            return False
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample as {(name, sorted labels): value}."""
