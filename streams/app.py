@@ -47,20 +47,33 @@ def owned_partitions(app: faust.App, topic: str) -> set[int]:
 
 
 class FaustBacklog:
-    """Backlog from the consumer's last known highwater of each topic-partition."""
+    """Backlog from the consumer's last known highwater of each topic-partition.
+
+    Before a fetch response names a partition's highwater, it is unknown: assume there is more
+    to read, for `UNKNOWN_GRACE_SECONDS`. A partition read to its end before this worker owned
+    it can stay unknown (no records come back), and must not hold the clock back for good.
+    Asking the broker instead would go through the consumer's thread, which a rebalance may be
+    holding while it waits for this very batch.
+    """
+
+    UNKNOWN_GRACE_SECONDS = 5.0
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._earliest: dict[TP, int] = {}
+        self._unknown_since: dict[TP, float] = {}
 
     async def unread(self, topic: str, partition: int, next_offset: int | None) -> bool:
         tp = TP(topic, partition)
-        highwater: int | None = self._app.consumer.highwater(tp)  # None before a fetch
+        consumer = self._app.consumer
+        highwater: int | None = consumer.highwater(tp)  # None before a fetch answered
         if highwater is None:
-            return True  # not fetched yet: unknown, so assume there is more to read
+            since = self._unknown_since.setdefault(tp, time.monotonic())
+            return time.monotonic() - since < self.UNKNOWN_GRACE_SECONDS
+        self._unknown_since.pop(tp, None)
         if next_offset is None:  # nothing processed here yet: reading starts at the earliest
             if tp not in self._earliest:
-                earliest = await self._app.consumer.earliest_offsets(tp)
+                earliest = await consumer.earliest_offsets(tp)
                 self._earliest[tp] = earliest.get(tp) or 0
             next_offset = self._earliest[tp]
         return bool(highwater > next_offset)
@@ -272,7 +285,20 @@ def _table(app: faust.App, name: str, value_serializer: str, partitions: int) ->
     table: Any = app.Table(name, key_type=str, partitions=partitions)
     table.key_serializer = "raw"
     table.value_serializer = value_serializer
-    table.changelog_topic = table._new_changelog_topic()
+    # Faust's own changelog topics send with acks=0: a write "flushed" before a rebalance may
+    # not be in the log yet when the partition's next owner reads it to its end, and is lost.
+    table.changelog_topic = app.topic(
+        table._changelog_topic_name(),
+        key_type=str,
+        key_serializer="raw",
+        value_serializer=value_serializer,
+        partitions=partitions,
+        compacting=True,
+        acks=True,
+        internal=True,
+        maxsize=131_072,
+        allow_empty=True,
+    )
     return table
 
 

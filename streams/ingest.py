@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+import structlog
 
 from churnwatch.domain.alerts import AlertEvent
 from churnwatch.domain.billing import parse_billing_message
@@ -23,6 +24,8 @@ from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
 from streams.deadletters import dead_letter_headers
 from streams.state import ClockBook, PartitionIndex, TableStore
+
+log = structlog.get_logger(__name__)
 
 
 class Message(Protocol):
@@ -138,6 +141,13 @@ class IngestBatch:
                 item = self._parse(message, now)
             except InvalidEventError as error:
                 await self._dead_letter(message, error, now)
+                continue
+            except Exception as exc:  # a validation gap must cost one message, never the agent
+                log.error("event_validation_crashed", topic=message.topic, error=repr(exc)[:200])
+                unexpected = InvalidEventError(
+                    "invalid_value", f"could not validate: {exc!r}"[:300]
+                )
+                await self._dead_letter(message, unexpected, now)
                 continue
             parsed[message.partition].append((message.offset, item))
             sources[message.partition].append(message)

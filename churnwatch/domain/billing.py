@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 from churnwatch.domain.events import (
     Heartbeat,
@@ -77,22 +77,27 @@ def parse_billing_message(
     kind = payload.get("type")
     if kind is None:
         raise InvalidEventError("missing_field", "type is required")
-    if kind not in BILLING_TYPES:
+    if not isinstance(kind, str) or kind not in BILLING_TYPES:
         raise InvalidEventError("invalid_value", f"unknown billing type {str(kind)[:40]!r}")
     mrr = _money(payload.get("mrr"))
     if mrr is None and kind in _NEEDS_MRR:
         raise InvalidEventError("missing_field", f"mrr is required for {kind}")
     effective = payload.get("effective_at")
+    try:
+        effective_at = None if effective is None else parse_timestamp(effective)
+    except InvalidEventError as error:
+        detail = error.detail.replace("occurred_at", "effective_at")
+        raise InvalidEventError(error.reason, detail) from None
     return BillingEvent(
         event_id=required_string(payload, "event_id", limits),
         customer_id=customer_id,
         occurred_at=event_time(payload, now, limits),
-        type=kind,
+        type=cast(BillingType, kind),
         mrr_cents=mrr,
         plan=_attribute(payload, "plan"),
         seats=_seats(payload.get("seats")),
         currency=_attribute(payload, "currency"),
-        effective_at=None if effective is None else parse_timestamp(effective),
+        effective_at=effective_at,
         attributes=tuple(
             (name, value)
             for name in segment_attributes

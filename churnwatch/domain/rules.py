@@ -144,12 +144,14 @@ def payment_failed(engagement: Engagement, as_of_day: int, limits: Thresholds) -
         observed=round(failing_days, 3),
         baseline=float(limits.payment_grace_days),
         window_days=limits.payment_grace_days,
-        strength=min(1.0, failing_days / (2 * limits.payment_grace_days)),
+        strength=min(1.0, failing_days / (2 * limits.payment_grace_days))
+        if limits.payment_grace_days
+        else 1.0,
     )
 
 
 def downgrade(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
-    """MRR (or, at equal MRR, seats) lower than `downgrade_window_days` ago."""
+    """MRR lower than `downgrade_window_days` ago, or else fewer seats than then."""
     if engagement.billing is None:
         return None
     now = engagement.billing.at(as_of_day * SECONDS_PER_DAY)

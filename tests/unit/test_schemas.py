@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from churnwatch.domain.alerts import AlertEvent, OpenAlert, next_transition
+from churnwatch.domain.billing import BILLING_TYPES, BillingEvent, parse_billing_message
 from churnwatch.domain.engagement import SECONDS_PER_DAY
 from churnwatch.domain.events import REASONS, Heartbeat, UsageEvent, parse_usage_message
 from churnwatch.domain.rules import Reason
@@ -109,7 +110,12 @@ def test_schema_is_valid_draft_2020_12(path: Path) -> None:
 
 def test_every_documented_schema_is_present() -> None:
     names = {p.name for p in SCHEMAS.glob("*.schema.json")}
-    assert names == {"usage-event.schema.json", "heartbeat.schema.json", "alert.schema.json"}
+    assert names == {
+        "usage-event.schema.json",
+        "billing-event.schema.json",
+        "heartbeat.schema.json",
+        "alert.schema.json",
+    }
 
 
 def test_format_checker_enforces_date_time() -> None:
@@ -201,6 +207,272 @@ def test_alert_schema_tolerates_new_fields() -> None:
 def test_alert_schema_refuses_wrong_status_and_score() -> None:
     validator = _validator("alert.schema.json")
     wire = _transitions()["opened"].to_json_dict(emitted_at=NOW)
-    assert not validator.is_valid({**wire, "status": "churned"})
+    assert not validator.is_valid({**wire, "status": "closed"})
     assert not validator.is_valid({**wire, "risk_score": 101})
     assert not validator.is_valid({**wire, "alert_id": "not-a-uuid"})
+
+
+# --- billing events -------------------------------------------------------------------------
+
+SEGMENTS = ("plan", "channel")
+
+
+def _billing_validator(*, formats: bool = True) -> Draft202012Validator:
+    return _validator("billing-event.schema.json", formats=formats)
+
+
+def _parse_billing(event: Any, key: bytes | None = None) -> BillingEvent | Heartbeat:
+    return parse_billing_message(
+        orjson.dumps(event), key, now=NOW, limits=LIMITS, segment_attributes=SEGMENTS
+    )
+
+
+def _billing(**fields: Any) -> dict[str, Any]:
+    """A valid subscription.started with `fields` replaced (a value of ... removes the field)."""
+    event: dict[str, Any] = {
+        "event_id": "bill-1",
+        "customer_id": "c-42",
+        "occurred_at": "2024-03-05T14:07:12Z",
+        "type": "subscription.started",
+        "mrr": 49.9,
+    }
+    event.update(fields)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+def _billing_schema_examples() -> list[dict[str, Any]]:
+    schema = json.loads((SCHEMAS / "billing-event.schema.json").read_text(encoding="utf-8"))
+    examples: list[dict[str, Any]] = schema["examples"]
+    return examples
+
+
+# (event, mrr in cents the parser gives)
+VALID_BILLING: dict[str, tuple[dict[str, Any], int | None]] = {
+    "started_number_mrr": (_billing(), 4990),
+    "started_integer_mrr": (_billing(mrr=49), 4900),
+    "started_string_mrr": (_billing(mrr="49.90"), 4990),
+    "started_zero_mrr": (_billing(mrr=0), 0),
+    "started_string_zero_mrr": (_billing(mrr="0"), 0),
+    "started_max_mrr": (_billing(mrr=100_000_000_000), 10**13),
+    "started_all_fields": (
+        _billing(
+            currency="USD",
+            plan="team",
+            seats=5,
+            channel="self-serve",
+            occurred_at="2024-03-05T16:07:12.5+02:00",
+        ),
+        4990,
+    ),
+    "changed_with_mrr": (_billing(type="subscription.changed", mrr="29.9", seats=3), 2990),
+    "renewed_without_mrr": (_billing(type="subscription.renewed", mrr=...), None),
+    "renewed_with_mrr": (_billing(type="subscription.renewed", mrr=59), 5900),
+    "canceled_rfc3339_effective": (
+        _billing(type="subscription.canceled", mrr=..., effective_at="2024-04-01T00:00:00Z"),
+        None,
+    ),
+    "canceled_epoch_effective": (
+        _billing(type="subscription.canceled", mrr=..., effective_at=1_711_929_600),
+        None,
+    ),
+    "canceled_without_effective": (_billing(type="subscription.canceled", mrr=...), None),
+    "ended": (_billing(type="subscription.ended", mrr=...), None),
+    "payment_failed_epoch": (
+        _billing(type="payment.failed", mrr=..., occurred_at=1_709_647_632.25),
+        None,
+    ),
+    "payment_succeeded": (_billing(type="payment.succeeded", mrr=...), None),
+    "seats_zero": (_billing(seats=0), 4990),
+    "seats_max": (_billing(seats=10_000_000), 4990),
+    "nulls_mean_absent": (
+        _billing(
+            type="subscription.renewed",
+            mrr=None,
+            plan=None,
+            seats=None,
+            currency=None,
+            channel=None,
+            effective_at=None,
+        ),
+        None,
+    ),
+    "longest_fields": (
+        _billing(event_id="e" * 256, customer_id="c" * 256, plan="p" * 64, channel="x" * 64),
+        4990,
+    ),
+    "unknown_fields_allowed": (_billing(country="DE", source="stripe"), 4990),
+    "control_null": (_billing(control=None), 4990),
+}
+
+# (event, reason the parser gives); every one must also fail the schema.
+INVALID_BILLING: dict[str, tuple[Any, str]] = {
+    "started_without_mrr": (_billing(mrr=...), "missing_field"),
+    "started_null_mrr": (_billing(mrr=None), "missing_field"),
+    "changed_without_mrr": (_billing(type="subscription.changed", mrr=...), "missing_field"),
+    "no_type": (_billing(type=...), "missing_field"),
+    "null_type": (_billing(type=None), "missing_field"),
+    "unknown_type": (_billing(type="subscription.paused"), "invalid_value"),
+    "type_without_namespace": (_billing(type="started"), "invalid_value"),
+    "negative_mrr": (_billing(mrr=-1), "invalid_value"),
+    "negative_string_mrr": (_billing(mrr="-0.01"), "invalid_value"),
+    "huge_mrr": (_billing(mrr=100_000_000_001), "invalid_value"),
+    "words_mrr": (_billing(mrr="ten"), "invalid_value"),
+    "nan_string_mrr": (_billing(mrr="NaN"), "invalid_value"),
+    "boolean_mrr": (_billing(mrr=True), "wrong_type"),
+    "false_mrr": (_billing(mrr=False), "wrong_type"),
+    "object_mrr": (_billing(mrr={"amount": 49}), "wrong_type"),
+    "seats_as_string": (_billing(seats="5"), "invalid_value"),
+    "seats_negative": (_billing(seats=-1), "invalid_value"),
+    "seats_too_many": (_billing(seats=10_000_001), "invalid_value"),
+    "seats_boolean": (_billing(seats=True), "invalid_value"),
+    "seats_fraction": (_billing(seats=2.5), "invalid_value"),
+    "naive_timestamp": (_billing(occurred_at="2024-01-01T00:00:00"), "invalid_value"),
+    "date_only": (_billing(occurred_at="2024-01-01"), "invalid_value"),
+    "boolean_timestamp": (_billing(occurred_at=True), "wrong_type"),
+    "epoch_before_2000": (_billing(occurred_at=0), "timestamp_out_of_range"),
+    "no_occurred_at": (_billing(occurred_at=...), "missing_field"),
+    "no_event_id": (_billing(event_id=...), "missing_field"),
+    "no_customer_id": (_billing(customer_id=...), "missing_field"),
+    "too_long_customer_id": (_billing(customer_id="c" * 257), "invalid_value"),
+    "numeric_customer_id": (_billing(customer_id=42), "wrong_type"),
+    "empty_plan": (_billing(plan=""), "invalid_value"),
+    "too_long_plan": (_billing(plan="p" * 65), "invalid_value"),
+    "numeric_currency": (_billing(currency=840), "wrong_type"),
+    "empty_channel": (_billing(channel=""), "invalid_value"),
+    "too_long_channel": (_billing(channel="x" * 65), "invalid_value"),
+    "numeric_channel": (_billing(channel=7), "wrong_type"),
+    "naive_effective_at": (
+        _billing(type="subscription.canceled", effective_at="2024-04-01T00:00:00"),
+        "invalid_value",
+    ),
+    "boolean_effective_at": (
+        _billing(type="subscription.canceled", effective_at=True),
+        "wrong_type",
+    ),
+    "unknown_control": (_billing(control="pause"), "invalid_value"),
+    "array": ([_billing()], "not_an_object"),
+}
+
+
+@pytest.mark.parametrize(
+    "example", _billing_schema_examples(), ids=lambda e: f"{e['event_id']}-{e['type']}"
+)
+def test_billing_schema_examples_parse(example: dict[str, Any]) -> None:
+    _billing_validator().validate(example)
+    parsed = _parse_billing(example, key=example["customer_id"].encode())
+    assert isinstance(parsed, BillingEvent)
+    assert parsed.type == example["type"]
+
+
+def test_billing_schema_examples_cover_every_type() -> None:
+    assert {example["type"] for example in _billing_schema_examples()} == BILLING_TYPES
+
+
+def test_billing_schema_lists_exactly_the_parsers_types() -> None:
+    schema = json.loads((SCHEMAS / "billing-event.schema.json").read_text(encoding="utf-8"))
+    assert set(schema["properties"]["type"]["enum"]) == BILLING_TYPES
+
+
+@pytest.mark.parametrize(("event", "mrr_cents"), VALID_BILLING.values(), ids=VALID_BILLING.keys())
+def test_valid_billing_event_passes_schema_and_parser(
+    event: dict[str, Any], mrr_cents: int | None
+) -> None:
+    _billing_validator().validate(event)
+    parsed = _parse_billing(event, key=event["customer_id"].encode())
+    assert isinstance(parsed, BillingEvent)
+    assert parsed.customer_id == event["customer_id"]
+    assert parsed.type == event["type"]
+    assert parsed.mrr_cents == mrr_cents
+    assert parsed.plan == event.get("plan")
+    assert parsed.seats == event.get("seats")
+    expected_attributes = (("channel", event["channel"]),) if event.get("channel") else ()
+    assert parsed.attributes == expected_attributes
+
+
+@pytest.mark.parametrize(("event", "reason"), INVALID_BILLING.values(), ids=INVALID_BILLING.keys())
+def test_invalid_billing_event_fails_schema_and_parser(event: Any, reason: str) -> None:
+    assert reason in REASONS
+    with pytest.raises(ValidationError):
+        _billing_validator().validate(event)
+    with pytest.raises(InvalidEventError) as caught:
+        _parse_billing(event)
+    assert caught.value.reason == reason
+
+
+def test_billing_key_must_be_the_customer() -> None:
+    event = _billing()
+    with pytest.raises(InvalidEventError) as caught:
+        _parse_billing(event, key=b"c-43")
+    assert caught.value.reason == "key_mismatch"
+    assert isinstance(_parse_billing(event, key=None), BillingEvent)
+
+
+def test_billing_times_are_epoch_seconds() -> None:
+    parsed = _parse_billing(
+        _billing(
+            type="subscription.canceled",
+            occurred_at="2024-03-05T15:07:12+01:00",
+            effective_at="2024-04-01T00:00:00Z",
+        )
+    )
+    assert isinstance(parsed, BillingEvent)
+    assert parsed.occurred_at == datetime(2024, 3, 5, 14, 7, 12, tzinfo=UTC).timestamp()
+    assert parsed.effective_at == datetime(2024, 4, 1, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2024-01-01T00:00:00", "2024-01-01 00:00:00Z", "2024-01-01T00:00Z"]
+)
+@pytest.mark.parametrize("field", ["occurred_at", "effective_at"])
+def test_billing_pattern_refuses_what_date_time_format_may_not(field: str, timestamp: str) -> None:
+    event = _billing(type="subscription.canceled", **{field: timestamp})
+    with pytest.raises(ValidationError):
+        _billing_validator(formats=False).validate(event)
+
+
+@pytest.mark.parametrize(
+    ("parse", "kind"),
+    [
+        (parse_usage_message, "usage"),
+        (
+            lambda raw, key, *, now, limits: parse_billing_message(
+                raw, key, now=now, limits=limits, segment_attributes=SEGMENTS
+            ),
+            "billing",
+        ),
+    ],
+    ids=["usage", "billing"],
+)
+@pytest.mark.parametrize(
+    "heartbeat",
+    [
+        {"control": "heartbeat", "occurred_at": "2024-03-05T15:00:00Z"},
+        {"control": "heartbeat", "occurred_at": 1_709_650_800},
+        {"control": "heartbeat", "occurred_at": 1_709_650_800, "customer_id": "ignored"},
+    ],
+    ids=["rfc3339", "epoch", "extra_field"],
+)
+def test_heartbeat_on_either_input_speaks_for_it(
+    heartbeat: dict[str, Any], parse: Any, kind: str
+) -> None:
+    _validator("heartbeat.schema.json").validate(heartbeat)
+    parsed = parse(orjson.dumps(heartbeat), b"any-key", now=NOW, limits=LIMITS)
+    assert parsed == Heartbeat(occurred_at=1_709_650_800.0, kind=kind)
+
+
+def test_heartbeat_is_not_a_billing_event() -> None:
+    heartbeat = _billing(control="heartbeat")
+    assert not _billing_validator().is_valid(heartbeat)
+    assert _parse_billing(heartbeat) == Heartbeat(
+        occurred_at=datetime(2024, 3, 5, 14, 7, 12, tzinfo=UTC).timestamp(), kind="billing"
+    )
+
+
+def test_usage_and_billing_events_are_not_interchangeable() -> None:
+    # A usage event lacks `type`; a billing event lacks `event_type`.
+    assert not _billing_validator().is_valid(_event())
+    assert not _validator("usage-event.schema.json").is_valid(_billing())
+    for parse, event in ((_parse_billing, _event()), (_parse, _billing())):
+        with pytest.raises(InvalidEventError) as caught:
+            parse(event)
+        assert caught.value.reason == "missing_field"
