@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka demo test lint typecheck test-unit test-integration clean
+.PHONY: help venv kafka demo test lint typecheck test-unit test-integration bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -44,6 +45,9 @@ test-integration: kafka ## integration tests against a real embedded Kafka broke
 
 test: lint typecheck kafka ## everything CI runs: lint, types, unit and integration tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+bench: kafka ## benchmark churnwatch against raw aiokafka and Quix Streams (BENCH_ARGS="--quick")
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches (not the Kafka jar cache in ~/.cache/churnwatch)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var

@@ -1,0 +1,1 @@
+"""churnwatch against the raw aiokafka limit and Quix Streams: `python -m benchmarks`."""

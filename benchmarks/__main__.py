@@ -17,13 +17,16 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kafka.errors import KafkaError
 
 from benchmarks import latency, profile, quix, report
 from benchmarks.churnwatch_run import WorkerProcess
 from benchmarks.handshake import ContenderError, run_contender
-from benchmarks.measure import not_measured, unavailable
+from benchmarks.measure import BROKER, find_pid, not_measured, unavailable
 from benchmarks.workload import Produced, Workload, produce
 from churnwatch.broker import KAFKA_VERSION, EmbeddedKafka, ensure_kafka, free_port
 from churnwatch.exceptions import ChurnwatchError
@@ -73,6 +76,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@dataclass
+class Run:
+    """What every phase of one benchmark run shares."""
+
+    args: argparse.Namespace
+    size: dict[str, int]
+    workload: Workload
+    run_id: str
+    workdir: Path
+    bootstrap: str = ""
+    broker_running: Callable[[], bool] = lambda: True
+    produced: Produced | None = None
+    failed: bool = False
+
+    @property
+    def timeout(self) -> float:
+        """Seconds any one phase may take: generous, so only a stall trips it."""
+        return 120 + self.workload.events / 1000
+
+    def messages(self) -> Produced:
+        assert self.produced is not None
+        return self.produced
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = dict(SIZES["quick" if args.quick else "full"])
@@ -81,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         events=args.events or size["events"],
         seed=args.seed,
     )
-    selected = set(args.only or PHASES)
     run_id = uuid.uuid4().hex[:8]
-    workdir = Path(tempfile.mkdtemp(prefix=f"churnwatch-bench-{run_id}-"))
+    run = Run(args, size, workload, run_id, Path(tempfile.mkdtemp(prefix=f"cwbench-{run_id}-")))
     say(f"run {run_id}: {workload.events:,} events, {workload.customers:,} customers, "
-        f"{workload.partitions} partitions; work directory {workdir}")  # fmt: skip
+        f"{workload.partitions} partitions; work directory {run.workdir}")  # fmt: skip
     started = time.monotonic()
     result: dict[str, Any] = {
         "schema": report.SCHEMA,
@@ -94,27 +120,31 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "command": ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
     }
-    failed = False
     try:
         with ExitStack() as stack:
-            bootstrap, broker = args.bootstrap, "external"
-            if bootstrap is None:
-                bootstrap, broker = start_broker(args.cache_dir, workdir, stack), "embedded"
+            broker = "external"
+            if args.bootstrap is None:
+                kafka = start_broker(args.cache_dir, run.workdir, stack)
+                run.bootstrap, run.broker_running, broker = (
+                    kafka.bootstrap,
+                    _alive(kafka),
+                    "embedded",
+                )
+            else:
+                run.bootstrap = args.bootstrap
             result["machine"] = report.machine_info(KAFKA_VERSION, broker)
             topic = f"bench-usage-{run_id}"
-            produced = produce(workload, bootstrap, topic)
+            run.produced = produced = produce(workload, run.bootstrap, topic)
             say(f"produced {produced.messages:,} messages to {topic} in {produced.seconds:.1f} s "
                 f"({produced.value_bytes / produced.events:.0f} B mean)")  # fmt: skip
             result["workload"] = {**workload.describe(), **produced.describe()}
-            contenders, live, failed = run_phases(
-                args, size, selected, workload, produced, bootstrap, run_id, workdir
-            )
+            contenders, live = run_phases(run, set(args.only or PHASES))
             report.add_ratios(contenders)
             result["contenders"] = contenders
             result["latency"] = live
-    except (ChurnwatchError, OSError) as exc:
+    except (ChurnwatchError, KafkaError, OSError) as exc:
         say(f"FAILED: {exc}")
-        say(f"logs kept in {workdir}")
+        say(f"logs kept in {run.workdir}")
         return 1
     result["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     result["finished_at"] = report.now_iso()
@@ -122,40 +152,35 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = report.write(result, args.out)
     say(f"done in {result['elapsed_seconds']:.0f} s: {json_path} and {md_path}")
     print(report.to_markdown(result))
-    if failed or args.keep:
-        say(f"logs kept in {workdir}")
+    if run.failed or args.keep:
+        say(f"logs kept in {run.workdir}")
     else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+        shutil.rmtree(run.workdir, ignore_errors=True)
+    return 1 if run.failed else 0
 
 
-def start_broker(cache_dir: Path, workdir: Path, stack: ExitStack) -> str:
+def start_broker(cache_dir: Path, workdir: Path, stack: ExitStack) -> EmbeddedKafka:
     lib_dir = ensure_kafka(cache_dir, REPO_ROOT / "deploy" / "kafka" / "pom.xml")
     began = time.monotonic()
     kafka = stack.enter_context(
         EmbeddedKafka(lib_dir, workdir / "kafka", port=free_port(), fresh=True, heap="1g")
     )
+    pid = find_pid(str(kafka.data_dir / "server.properties"))
+    if pid is not None:
+        BROKER["pid"] = pid
     say(f"Kafka {KAFKA_VERSION} up at {kafka.bootstrap} in {time.monotonic() - began:.1f} s")
-    return kafka.bootstrap
+    return kafka
 
 
-def run_phases(
-    args: argparse.Namespace,
-    size: dict[str, int],
-    selected: set[str],
-    workload: Workload,
-    produced: Produced,
-    bootstrap: str,
-    run_id: str,
-    workdir: Path,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any], bool]:
+def _alive(kafka: EmbeddedKafka) -> Callable[[], bool]:
+    return lambda: kafka.running
+
+
+def run_phases(run: Run, selected: set[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Run the selected contenders one at a time, then the latency phase."""
-    timeout = 120 + produced.messages / 1000
     contenders: dict[str, dict[str, Any]] = {}
-    failed = False
 
     def attempt(name: str, measure: Callable[[], dict[str, Any]]) -> None:
-        nonlocal failed
         if name not in selected:
             contenders[name] = not_measured("skipped")
             return
@@ -165,125 +190,113 @@ def run_phases(
         except quix.QuixUnavailableError as exc:
             contenders[name] = unavailable(str(exc))
         except (ContenderError, OSError, RuntimeError) as exc:
-            failed = True
+            run.failed = True
             contenders[name] = not_measured(f"failed: {exc}"[:2000])
         say(f"{name}: {_summary(contenders[name])}")
 
-    for mode in ("fetch", "decode_update"):
-        attempt(mode, lambda mode=mode: run_consumer(mode, produced, bootstrap, run_id, workdir,
-                                                      workload.events, timeout))  # fmt: skip
-    attempt("quix", lambda: run_quix(args, produced, bootstrap, run_id, workdir,
-                                     workload.events, timeout))  # fmt: skip
-
+    attempt("fetch", lambda: run_consumer(run, "fetch"))
+    attempt("decode_update", lambda: run_consumer(run, "decode_update"))
+    attempt("quix", lambda: run_quix(run))
     live: dict[str, Any] = {"status": "skipped"}
     if not selected & {"churnwatch", "latency"}:
         contenders["churnwatch"] = not_measured("skipped")
-        return contenders, live, failed
-    extra = dict(item.split("=", 1) for item in args.worker_env)
-    worker = WorkerProcess(bootstrap=bootstrap, usage_topic=produced.topic,
-                           partitions=workload.partitions, run_id=run_id, workdir=workdir,
-                           extra_env=extra)  # fmt: skip
+        return contenders, live
+    worker = WorkerProcess(
+        bootstrap=run.bootstrap,
+        usage_topic=run.messages().topic,
+        partitions=run.workload.partitions,
+        run_id=run.run_id,
+        workdir=run.workdir,
+        extra_env=dict(item.split("=", 1) for item in run.args.worker_env),
+        broker_running=run.broker_running,
+    )
     try:
         settings = worker.effective_settings()
         worker.start()
-        attempt("churnwatch", lambda: run_worker(args, worker, workload, settings, workdir,
-                                                 timeout))  # fmt: skip
+        attempt("churnwatch", lambda: run_worker(run, worker, settings))
         if "latency" in selected and contenders["churnwatch"]["status"] in ("ok", "skipped"):
-            say("latency: waiting for the worker to catch up")
-            worker.wait_handled(produced.messages, timeout)
-            plan = latency.LivePlan(
-                rate=args.live_rate or size["rate"],
-                duration=args.live_seconds or size["seconds"],
-                event_days=LIVE_EVENT_DAYS,
-                planted=min(size["planted"], workload.customers // 10),
-                start_event_time=produced.heartbeat_time + 60,
-            )
-            say(f"latency: {plan.rate:,.0f} events/s for {plan.duration:g} s, event time "
-                f"{plan.speed / 3600:,.1f} h per second")  # fmt: skip
-            try:
-                live = latency.measure(worker, workload, produced, plan, settings, timeout)
-            except (ContenderError, OSError, RuntimeError, TimeoutError) as exc:
-                failed = True
-                live = {"status": f"failed: {exc}"[:2000]}
-            say(f"latency: {_latency_summary(live)}")
+            live = run_latency(run, worker, settings)
     finally:
         worker.stop()
-    return contenders, live, failed
+    return contenders, live
 
 
-def run_consumer(
-    mode: str,
-    produced: Produced,
-    bootstrap: str,
-    run_id: str,
-    workdir: Path,
-    events: int,
-    timeout: float,
-) -> dict[str, Any]:
+def run_consumer(run: Run, mode: str) -> dict[str, Any]:
     window = run_contender(
-        [sys.executable, "-m", "benchmarks.consumers", mode, "--bootstrap", bootstrap,
-         "--topic", produced.topic, "--group", f"bench-{mode}-{run_id}",
-         "--messages", str(produced.messages)],
-        log_path=workdir / f"{mode}.log",
-        timeout=timeout,
+        [sys.executable, "-m", "benchmarks.consumers", mode, "--bootstrap", run.bootstrap,
+         "--topic", run.messages().topic, "--group", f"bench-{mode}-{run.run_id}",
+         "--messages", str(run.messages().messages)],
+        log_path=run.workdir / f"{mode}.log",
+        timeout=run.timeout,
         cwd=REPO_ROOT,
+        broker_running=run.broker_running,
     )  # fmt: skip
-    return window.result(events)
+    return window.result(run.workload.events)
 
 
-def run_quix(
-    args: argparse.Namespace,
-    produced: Produced,
-    bootstrap: str,
-    run_id: str,
-    workdir: Path,
-    events: int,
-    timeout: float,
-) -> dict[str, Any]:
+def run_quix(run: Run) -> dict[str, Any]:
+    args = run.args
     python = quix.ensure_python(args.cache_dir, args.quix_python, install=not args.no_install)
     window = quix.run(
         python,
-        bootstrap=bootstrap,
-        topic=produced.topic,
-        group=f"bench-quix-{run_id}",
-        messages=produced.messages,
-        state_dir=workdir / "quix-state",
-        log_path=workdir / "quix.log",
-        timeout=timeout,
+        bootstrap=run.bootstrap,
+        topic=run.messages().topic,
+        group=f"bench-quix-{run.run_id}",
+        messages=run.messages().messages,
+        state_dir=run.workdir / "quix-state",
+        log_path=run.workdir / "quix.log",
+        timeout=run.timeout,
+        broker_running=run.broker_running,
     )
-    return window.result(events)
+    return window.result(run.workload.events)
 
 
-def run_worker(
-    args: argparse.Namespace,
-    worker: WorkerProcess,
-    workload: Workload,
-    settings: dict[str, Any],
-    workdir: Path,
-    timeout: float,
-) -> dict[str, Any]:
+def run_worker(run: Run, worker: WorkerProcess, settings: dict[str, Any]) -> dict[str, Any]:
     recorder: list[Any] = []
     stamp = report.now_iso().replace(":", "").replace("-", "")
-    profile_path = args.out / f"{stamp}-worker-profile.txt"
+    profile_path = run.args.out / f"{stamp}-worker-profile.txt"
 
     def start_profile() -> None:
+        run.args.out.mkdir(parents=True, exist_ok=True)
         recorder.append(profile.start(worker.pid, profile_path))
 
     window = worker.measure_throughput(
-        workload.events, timeout, on_first=start_profile if args.profile else None
+        run.workload.events, run.timeout, on_first=start_profile if run.args.profile else None
     )
     if recorder:
         profile.stop(recorder[0])
         window.details["profile"] = {"file": str(profile_path), **profile.summarize(profile_path)}
-    window.details["worker_env"] = dict(item.split("=", 1) for item in args.worker_env)
+    window.details["worker_env"] = worker.extra_env
     window.details["settings"] = {
         key: settings[key]
         for key in ("store", "batch_max_events", "batch_within_seconds", "allowed_lateness_seconds")
     }
-    result = window.result(workload.events)
-    if args.profile:
+    result = window.result(run.workload.events)
+    if run.args.profile:
         result["profiled"] = True
     return result
+
+
+def run_latency(run: Run, worker: WorkerProcess, settings: dict[str, Any]) -> dict[str, Any]:
+    say("latency: waiting for the worker to catch up")
+    produced = run.messages()
+    plan = latency.LivePlan(
+        rate=run.args.live_rate or run.size["rate"],
+        duration=run.args.live_seconds or run.size["seconds"],
+        event_days=LIVE_EVENT_DAYS,
+        planted=min(run.size["planted"], run.workload.customers // 10),
+        start_event_time=produced.heartbeat_time + 60,
+    )
+    try:
+        worker.wait_handled(produced.messages, run.timeout)
+        say(f"latency: {plan.rate:,.0f} events/s for {plan.duration:g} s, event time "
+            f"{plan.speed / 3600:,.1f} h per second")  # fmt: skip
+        live = latency.measure(worker, run.workload, produced, plan, settings, run.timeout)
+    except (ContenderError, OSError, RuntimeError, TimeoutError) as exc:
+        run.failed = True
+        live = {"status": f"failed: {exc}"[:2000]}
+    say(f"latency: {_latency_summary(live)}")
+    return live
 
 
 def _summary(entry: dict[str, Any]) -> str:

@@ -48,8 +48,10 @@ class WorkerProcess:
         run_id: str,
         workdir: Path,
         extra_env: dict[str, str] | None = None,
+        broker_running: Callable[[], bool] = lambda: True,
     ) -> None:
         self.bootstrap = bootstrap
+        self.broker_running = broker_running
         self.app_id = f"bench-churnwatch-{run_id}"
         self.usage_topic = usage_topic
         self.billing_topic = f"bench-billing-{run_id}"
@@ -134,6 +136,8 @@ class WorkerProcess:
             self.process.wait()
 
     def assert_alive(self, progress: str = "") -> None:
+        if not self.broker_running():
+            raise ContenderError(f"the broker stopped{progress} (killed from outside?)")
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
             hint = " (stopped by a signal from outside the benchmark?)" if code == 0 else ""

@@ -13,7 +13,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks.measure import Sample, Window, process_peak_rss_bytes
@@ -48,6 +48,7 @@ def run_contender(
     timeout: float,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    broker_running: Callable[[], bool] = lambda: True,
 ) -> Window:
     """Run a contender to completion; return what was seen of it."""
     with log_path.open("wb") as log:
@@ -61,7 +62,7 @@ def run_contender(
     selector.register(process.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     try:
-        for line in _lines(process, selector, deadline, log_path):
+        for line in _lines(process, selector, deadline, log_path, broker_running):
             if not line.startswith(PREFIX):
                 continue
             what, count = line[len(PREFIX) :].split()
@@ -86,6 +87,7 @@ def _lines(
     selector: selectors.BaseSelector,
     deadline: float,
     log_path: Path,
+    broker_running: Callable[[], bool],
 ) -> Iterator[str]:
     """Lines of the contender's stdout until EOF; raise if it stalls past the deadline."""
     assert process.stdout is not None
@@ -96,6 +98,8 @@ def _lines(
         if remaining <= 0:
             raise ContenderError(f"no result before the time limit\n{log_tail(log_path)}")
         if not selector.select(timeout=min(remaining, 1.0)):
+            if not broker_running():
+                raise ContenderError("the broker stopped (killed from outside?)")
             continue
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -38,6 +38,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from benchmarks.churnwatch_run import WorkerProcess
+from benchmarks.measure import process_cpu_seconds
 from benchmarks.workload import Produced, Profile, Workload, make_event, profiles
 from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of
 
@@ -166,9 +167,11 @@ def _next_customer(
             return profile, turn
 
 
-def produce_to_processed(usage: list[Any], changelog: list[Any]) -> tuple[list[float], int]:
-    """Latency (ms) per live event to the changelog record that includes it; and how many
-    events no changelog record covered."""
+def produce_to_processed(
+    usage: list[Any], changelog: list[Any]
+) -> tuple[list[tuple[int, float]], int]:
+    """(produce timestamp, latency ms) per live event, to the changelog record that includes
+    it; and how many events no changelog record covered."""
     written: dict[bytes, list[tuple[int, int]]] = defaultdict(list)  # key -> [(off, ts)]
     for record in changelog:
         if record.value is None:
@@ -178,7 +181,7 @@ def produce_to_processed(usage: list[Any], changelog: list[Any]) -> tuple[list[f
     events: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
     for record in usage:
         events[record.key].append((record.offset, record.timestamp))
-    latencies: list[float] = []
+    latencies: list[tuple[int, float]] = []
     uncovered = 0
     for key, sent in events.items():
         writes = written.get(key, [])
@@ -189,8 +192,25 @@ def produce_to_processed(usage: list[Any], changelog: list[Any]) -> tuple[list[f
             if position == len(writes):
                 uncovered += 1
                 continue
-            latencies.append(float(writes[position][1] - produced_ms))
+            latencies.append((produced_ms, float(writes[position][1] - produced_ms)))
     return latencies, uncovered
+
+
+def over_time(samples: list[tuple[int, float]], started: float, rows: int = 12) -> list[Any]:
+    """[from s, samples, p50, p99, max] per slice of the live phase: steady, or building up?"""
+    if not samples:
+        return []
+    span = max(produced for produced, _ in samples) / 1000 - started
+    width = max(span / rows, 1e-3)
+    slices: dict[int, list[float]] = defaultdict(list)
+    for produced, latency in samples:
+        slices[min(int((produced / 1000 - started) / width), rows - 1)].append(latency)
+    table = []
+    for index in sorted(slices):
+        figures = percentiles(slices[index])
+        table.append([round(index * width, 1), figures["samples"], figures["p50_ms"],
+                      figures["p99_ms"], figures["max_ms"]])  # fmt: skip
+    return table
 
 
 def condition_to_alert(
@@ -272,8 +292,10 @@ def measure(
         for topic in (produced.topic, worker.changelog_topic, worker.alerts_topic)
     }
     before = worker.handled()
+    totals_before, cpu_before = worker.totals(), process_cpu_seconds(worker.pid)
     run = produce_live(workload, plan, bootstrap, produced.topic)
     worker.wait_handled(before + run.sent, timeout)
+    busy = _worker_busy(worker, totals_before, cpu_before, time.time() - run.started)
     time.sleep(1.0)  # the worker's producer lingers a moment before its last records land
     usage = read_from(bootstrap, produced.topic, starts[produced.topic])
     changelog = read_from(bootstrap, worker.changelog_topic, starts[worker.changelog_topic])
@@ -292,7 +314,14 @@ def measure(
         "events": run.sent,
         "event_seconds_per_wall_second": round(plan.speed, 1),
         "event_days": plan.event_days,
-        "produce_to_processed": {**percentiles(processed), "uncovered_events": uncovered},
+        "produce_to_processed": {
+            **percentiles([latency for _, latency in processed]),
+            "uncovered_events": uncovered,
+            "over_time": {
+                "columns": ["from_s", "samples", "p50_ms", "p99_ms", "max_ms"],
+                "rows": over_time(processed, run.started),
+            },
+        },
         "condition_to_alert": {
             **percentiles(silence["latencies"]),
             "planted_customers": plan.planted,
@@ -304,7 +333,29 @@ def measure(
             "of_which_allowed_lateness_ms": round(lateness / plan.speed * 1000, 1),
         },
         "other_alerts_in_live_phase": silence["other_alerts"],
+        "worker_during_live_phase": busy,
         "definitions": DEFINITIONS,
+    }
+
+
+def _worker_busy(
+    worker: WorkerProcess, before: dict[str, float], cpu_before: float, seconds: float
+) -> dict[str, Any]:
+    """How busy the worker was over the live phase: batches, time in them, CPU."""
+    after = worker.totals()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("churnwatch_batch_duration_seconds_count")
+    cpu = process_cpu_seconds(worker.pid) - cpu_before
+    return {
+        "seconds": round(seconds, 1),
+        "batches": int(batches),
+        "mean_batch_events": round(delta("churnwatch_batch_events_sum") / max(batches, 1), 1),
+        "seconds_inside_batches": round(delta("churnwatch_batch_duration_seconds_sum"), 2),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_utilisation": round(cpu / seconds, 3),
     }
 
 

@@ -1,11 +1,11 @@
 """Measuring a contender process from outside, the same way for every contender (Linux /proc).
 
 Each contender is its own process, run alone. The benchmark samples the process's CPU time
-(user + system, all threads) and the machine's busy CPU time when it sees the first event
-processed and when it sees the last one: the throughput window. Peak RSS is the kernel's
-high-water mark (VmHWM) read just before the process is told to exit, so it covers the whole
-life of the process, start-up included.
-"""
+(user + system, all threads), the broker's, and the machine's busy CPU time when it sees the
+first event processed and when it sees the last one: the throughput window. What the machine
+spent beyond the two is `other_cpu_seconds`: the benchmark itself, and anyone else's load.
+Peak RSS is the kernel's high-water mark (VmHWM) read just before the process is told to exit,
+so it covers the whole life of the process, start-up included."""
 
 from __future__ import annotations
 
@@ -40,6 +40,35 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
+def find_pid(fragment: str) -> int | None:
+    """The process whose command line contains `fragment` (e.g. the broker's config path)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if fragment in cmdline:
+            return int(entry.name)
+    return None
+
+
+# The broker's pid, when the benchmark runs it: every sample reads its CPU time too, so a
+# result shows how much of the machine the broker and everything else took in the window.
+BROKER: dict[str, int] = {}
+
+
+def _broker_cpu() -> float:
+    pid = BROKER.get("pid")
+    if pid is None:
+        return 0.0
+    try:
+        return process_cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """A moment of a contender's run, seen from outside."""
@@ -48,10 +77,13 @@ class Sample:
     cpu: float
     machine_busy: float
     count: int
+    broker_cpu: float = 0.0
 
     @classmethod
     def take(cls, pid: int, count: int) -> Sample:
-        return cls(time.time(), process_cpu_seconds(pid), machine_busy_seconds(), count)
+        return cls(
+            time.time(), process_cpu_seconds(pid), machine_busy_seconds(), count, _broker_cpu()
+        )
 
 
 @dataclass(slots=True)
@@ -71,6 +103,8 @@ class Window:
         in_window = self.last.count - self.first.count
         seconds = max(self.last.wall - self.first.wall, 1e-6)
         cpu = self.last.cpu - self.first.cpu
+        machine = self.last.machine_busy - self.first.machine_busy
+        broker = self.last.broker_cpu - self.first.broker_cpu
         return {
             "status": "ok",
             "events": events,
@@ -81,7 +115,9 @@ class Window:
             "cpu_seconds": round(cpu, 3),
             "cpu_seconds_per_million": round(cpu / max(in_window, 1) * 1e6, 2),
             "cpu_utilisation": round(cpu / seconds, 3),
-            "machine_cpu_seconds": round(self.last.machine_busy - self.first.machine_busy, 2),
+            "machine_cpu_seconds": round(machine, 2),
+            "broker_cpu_seconds": round(broker, 2),
+            "other_cpu_seconds": round(machine - cpu - broker, 2),
             "events_in_window": in_window,
             "startup_seconds": round(self.first.wall - self.launched, 3),
             "total_seconds": round(self.last.wall - self.launched, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.handshake import run_contender
@@ -87,6 +88,7 @@ def run(
     state_dir: Path,
     log_path: Path,
     timeout: float,
+    broker_running: Callable[[], bool] = lambda: True,
 ) -> Window:
     """Run the Quix app over the whole topic; return what was seen of it."""
     window = run_contender(
@@ -95,6 +97,7 @@ def run(
         log_path=log_path,
         timeout=timeout,
         cwd=REPO_ROOT,
+        broker_running=broker_running,
     )  # fmt: skip
     window.details["quixstreams"] = installed_version(python)
     return window

@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def machine_info(kafka_version: str, broker: str) -> dict[str, Any]:
     """What ran the benchmark; `loadavg_end` is filled in when the run ends."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -186,6 +186,22 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {entry['peak_rss_bytes'] / 2**20:,.0f} | {entry['cpu_seconds_per_million']:,.1f} "
             f"| {entry['cpu_utilisation']:.2f} |"
         )
+    lines += [
+        "",
+        "CPU seconds each window took: the contender, the broker, and the rest of the machine "
+        "(the benchmark itself and anyone else's load; a 2-core machine has 2 per second).",
+        "",
+        "| contender | window s | contender CPU s | broker CPU s | rest CPU s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in CONTENDERS:
+        entry = result["contenders"].get(name, {})
+        if entry.get("status") == "ok":
+            lines.append(
+                f"| {name} | {entry['seconds']:.2f} | {entry['cpu_seconds']:.2f} "
+                f"| {entry.get('broker_cpu_seconds', 0):.2f} "
+                f"| {entry.get('other_cpu_seconds', 0):.2f} |"
+            )
     lines += ["", *_latency_lines(result.get("latency", {})), ""]
     return "\n".join(lines)
 
@@ -211,8 +227,20 @@ def _latency_lines(latency: dict[str, Any]) -> list[str]:
         f"ms of wall time at this speed); {alert['alerts_expected']} alerts expected, "
         f"{alert['alerts_missing']} missing, {alert['alert_day_mismatches']} on another day "
         f"than expected, over {alert['distinct_condition_days']} distinct condition days.",
+        *_busy_line(latency.get("worker_during_live_phase")),
         "",
         *(f"- {name}: {text}." for name, text in latency["definitions"].items()),
+    ]
+
+
+def _busy_line(busy: dict[str, Any] | None) -> list[str]:
+    if not busy:
+        return []
+    return [
+        "",
+        f"The worker over the live phase: {busy['cpu_utilisation']:.0%} of a core, "
+        f"{busy['batches']:,} batches of {busy['mean_batch_events']:,.0f} events on average, "
+        f"{busy['seconds_inside_batches']:.1f} s of {busy['seconds']:.0f} s inside them.",
     ]
 
 
