@@ -260,7 +260,7 @@ def produce_simulation(
     )
     progress = Progress("producing events", simulation.event_count_estimate(plan))
     topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
-    sent = produce(producer, topics, records, progress)
+    sent = produce(producer, topics, records, progress, settings.allowed_lateness_seconds / 2)
     progress.finish()
     return dict(sent)
 
@@ -287,7 +287,13 @@ def _run_replay(args: argparse.Namespace) -> int:
     try:
         topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
         progress = Progress("replaying", total)
-        sent = produce(producer, topics, in_event_time_order(*histories), progress)
+        sent = produce(
+            producer,
+            topics,
+            in_event_time_order(*histories),
+            progress,
+            settings.allowed_lateness_seconds / 2,
+        )
         progress.finish()
         if advance_to is not None:
             send_heartbeats(producer, topics.values(), advance_to)

@@ -36,11 +36,11 @@ def read_history(path: Path, kind: str) -> list[tuple[float, int, str, bytes | N
 
 def in_event_time_order(
     *histories: list[tuple[float, int, str, bytes | None, bytes]],
-) -> Iterator[tuple[str, bytes | None, bytes]]:
-    """Every history's records as `(kind, key, value)`, oldest event first (stable)."""
+) -> Iterator[tuple[str, bytes | None, bytes, float]]:
+    """Every history's records as `(kind, key, value, time)`, oldest event first (stable)."""
     merged = sorted((row for history in histories for row in history), key=lambda r: r[0])
-    for _, _, kind, key, raw in merged:
-        yield kind, key, raw
+    for at, _, kind, key, raw in merged:
+        yield kind, key, raw, at
 
 
 def last_event_time(*histories: list[tuple[float, int, str, bytes | None, bytes]]) -> float | None:
