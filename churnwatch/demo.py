@@ -39,10 +39,12 @@ def run_demo(args: argparse.Namespace) -> int:
     with EmbeddedKafka(lib_dir, workdir / "kafka", port=args.port, fresh=True) as kafka:
         say(f"Kafka {kafka.bootstrap} is up (embedded, data in {workdir / 'kafka'})")
         ensure_topics(settings)
+        # The history first, then the worker reads it: read while being produced this fast,
+        # the usage and billing topics could drift apart by more than the allowed lateness.
+        produce_history(args, settings, workdir)
         with worker_process(settings, workdir) as metrics_url:
             say(f"worker is up: metrics at {metrics_url} (log: {workdir / 'worker.log'})")
-            produce_history(args, settings, workdir)
-            say("live summary (Ctrl-C to stop):")
+            say("live summary as the worker catches up (Ctrl-C to stop):")
             try:
                 watch(metrics_url, deadline)
             except KeyboardInterrupt:

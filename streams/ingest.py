@@ -153,6 +153,7 @@ class IngestBatch:
             sources[message.partition].append(message)
 
         store = TableStore(self._customers, self._index)
+        clocks: list[PartitionClock] = []
         for partition, read in next_offsets.items():
             clock = self._clocks.get(partition)
             for topic, offset in read.items():
@@ -160,7 +161,7 @@ class IngestBatch:
             backlog = await self._unread_inputs(clock)
             items = parsed.get(partition, [])
             result = self._engine.process(clock, items, store, backlog)
-            self._clocks.save(clock)
+            clocks.append(clock)
             late = set(result.late)
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
@@ -179,13 +180,14 @@ class IngestBatch:
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
                 await self.record_period(closed)
-        store.flush()
+        self._write(store, clocks)
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
 
     async def advance(self, partitions: set[int], to_time: float) -> None:
         """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""
         store = TableStore(self._customers, self._index)
+        clocks: list[PartitionClock] = []
         now = self._wall_clock()
         for partition in partitions:
             clock = self._clocks.get(partition)
@@ -194,11 +196,19 @@ class IngestBatch:
                 [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
                 store,
             )
-            self._clocks.save(clock)
+            clocks.append(clock)
             await self._publish_all(result.alerts, now)
             for closed in result.closed:
                 await self.record_period(closed)
+        self._write(store, clocks)
+
+    def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
+        """Customer records, then clocks, with no await between: a rebalance that flushes the
+        producer mid-batch must never persist a clock ahead of the records it counted (the
+        next owner would then call the batch's events late)."""
         store.flush()
+        for clock in clocks:
+            self._clocks.save(clock)
 
     async def _unread_inputs(self, clock: PartitionClock) -> frozenset[str]:
         """Inputs of the clock's partition with messages beyond those processed so far."""
