@@ -32,11 +32,11 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, create_e
 
 from churnwatch.domain.billing import BillingEvent, BillingType
 from churnwatch.domain.churn import ChurnPolicy, Figures
-from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.events import Heartbeat
 from churnwatch.domain.partition import PartitionClock, PartitionEngine
 from config.settings import RuleSettings
+from tests.unit.test_partition import DictStore
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -72,22 +72,6 @@ DEFAULT = ChurnPolicy()
 def beat(at: float) -> Heartbeat:
     """A heartbeat of the billing input: the only input these partitions have."""
     return Heartbeat(at, kind="billing")
-
-
-class DictStore:
-    """CustomerStore over a dict."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, CustomerState] = {}
-
-    def get(self, customer_id: str) -> CustomerState | None:
-        return self.states.get(customer_id)
-
-    def put(self, state: CustomerState) -> None:
-        self.states[state.customer_id] = state
-
-    def in_partition(self, partition: int) -> Iterable[CustomerState]:
-        return [s for s in self.states.values() if s.partition == partition]
 
 
 @cache
