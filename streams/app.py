@@ -23,6 +23,7 @@ from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Topics
 from streams.state import ClockBook, PartitionIndex
+from streams.topics import CLOCKS_TABLE, CUSTOMERS_TABLE
 
 
 class FaustEmitter:
@@ -213,8 +214,8 @@ def create_worker(
         value_serializer="raw",
         partitions=settings.partitions,
     )
-    customers = _table(app, "customers", CUSTOMER_CODEC, settings.partitions)
-    clocks = ClockBook(_table(app, "partition-clocks", "json", settings.partitions))
+    customers = _table(app, CUSTOMERS_TABLE, CUSTOMER_CODEC, settings.partitions)
+    clocks = ClockBook(_table(app, CLOCKS_TABLE, "json", settings.partitions))
     index = PartitionIndex(customers)
     metrics = WorkerMetrics(registry)
     engine = PartitionEngine(

@@ -15,7 +15,9 @@ from kafka.errors import TopicAlreadyExistsError
 from churnwatch.exceptions import ConfigError
 from config import Settings
 
-TABLES = ("customers", "partition-clocks")  # the Faust tables streams/app.py declares
+CUSTOMERS_TABLE = "customers"
+CLOCKS_TABLE = "partition-clocks"
+TABLES = (CUSTOMERS_TABLE, CLOCKS_TABLE)  # the Faust tables streams/app.py declares
 
 
 def changelog_topics(settings: Settings) -> list[str]:

@@ -81,7 +81,6 @@ class BatchResult:
     duplicates: list[int] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     closed: list[ClosedPeriod] = field(default_factory=list)
-    clock_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +148,6 @@ class PartitionEngine:
         """Note an input's event time; move the watermark and close the days it passes."""
         if event_time > clock.latest.get(kind, float("-inf")):
             clock.latest[kind] = event_time
-            result.clock_changed = True
         unread = {k for k in KINDS if remaining[k] > 0} | backlog
         if unread:
             if not unread <= clock.latest.keys():
@@ -161,7 +159,6 @@ class PartitionEngine:
         if clock.watermark is not None and watermark <= clock.watermark:
             return
         clock.watermark = watermark
-        result.clock_changed = True
         today = last_closed_day(watermark)
         if clock.evaluated_day is None:
             clock.evaluated_day = today
