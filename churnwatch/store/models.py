@@ -1,5 +1,9 @@
 """Tables of the SQL store, and the engine that reaches them (SQLite or PostgreSQL).
 
+Closed-period figures (`PeriodFigures`, `PeriodClosure`); alert history (`AlertTransition`),
+each alert's latest state with its acknowledgement and snooze (`Alert`), and the notifier's
+claims (`Notification`).
+
 The tables change only through migrations (`churnwatch/store/migrations`); a unit test checks
 that the migrated schema matches these models and that every `Figures` field has a column.
 """
@@ -13,9 +17,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -125,6 +131,74 @@ class PeriodClosure(Base):
     partitions_total: Mapped[int] = mapped_column(Integer)
     segments: Mapped[int] = mapped_column(Integer)  # period_figures rows it recorded
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AlertTransition(Base):
+    """One alert transition as it came off the wire; (alert_id, status, event_time) is unique."""
+
+    __tablename__ = "alert_transitions"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "status", "event_time", name="uq_alert_transitions_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    customer_id: Mapped[str] = mapped_column(Text, index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    risk_score: Mapped[int] = mapped_column(Integer)
+    mrr_at_stake_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    segment: Mapped[dict[str, str]] = mapped_column(JSON)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    emitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # first delivery's
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Alert(Base):
+    """An alert's latest transition (by event time, then lifecycle order) and what people did."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_event_time_alert_id", "event_time", "alert_id"),)
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(Text, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    is_open: Mapped[bool] = mapped_column(Boolean)  # opened or escalated
+    severity: Mapped[str] = mapped_column(String(16))
+    risk_score: Mapped[int] = mapped_column(Integer)
+    mrr_at_stake_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    segment: Mapped[dict[str, str]] = mapped_column(JSON)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reason_codes: Mapped[str] = mapped_column(Text)  # "|usage_drop|inactive|", for LIKE filters
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime)  # of the latest transition
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)  # wall clock of the last change
+    acknowledged_by: Mapped[str | None] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledgement_note: Mapped[str | None] = mapped_column(Text)
+    snoozed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    snoozed_by: Mapped[str | None] = mapped_column(Text)
+    snoozed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Notification(Base):
+    """A notifier's claim to send one transition to one route: the first claimer sends it."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "status", "event_time", "route", name="uq_notifications_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    route: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 def open_engine(url: str) -> Engine:
