@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents import clock, figures, ingest, rebalance, web
+from agents import alert_sink, clock, figures, ingest, notifier, rebalance, web
+
+from churnwatch.store.alerts import AlertStore
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -17,3 +19,13 @@ def install_all(worker: Worker) -> None:
     clock.install(worker)
     rebalance.install(worker)
     web.install(worker)
+    alert_sink.install(worker)
+    if worker.settings.notify.active:
+        notifier.install(worker, ledger=alert_store(worker))
+
+
+def alert_store(worker: Worker) -> AlertStore:
+    """The SQL store the notifier claims pages in (blocks to migrate: call at build time)."""
+    store = AlertStore(worker.settings.database_url)
+    store.migrate()
+    return store

@@ -18,4 +18,6 @@ def install(worker: Worker) -> None:
     async def advance_live_clock() -> None:
         """Treat the wall clock as a heartbeat on every owned partition (finds silence)."""
         async with worker.lock:
+            if not worker.settled():
+                return  # tables are being restored: a write now could be overwritten
             await worker.ingest.advance(worker.owned_partitions(), time.time())

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from streams.figures import FiguresSnapshot
 
 OTHER = "other"
+SEVERITY_LABELS = ("info", "warning", "critical")  # always exported, 0 when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class StateSummary:
     customers_tracked: int = 0
     customers_at_risk: int = 0
     at_risk_by_reason: Mapping[str, int] = field(default_factory=dict)
+    at_risk_by_severity: Mapping[str, int] = field(default_factory=dict)
+    at_risk_mrr_by_severity: Mapping[str, float] = field(default_factory=dict)  # currency units
+    active_by_segment: Mapping[tuple[str, ...], int] = field(default_factory=dict)
     watermarks: Mapping[int, float] = field(default_factory=dict)  # partition -> epoch seconds
     wall_clock: float = 0.0
     figures: FiguresSnapshot | None = None
@@ -155,6 +159,33 @@ class StateCollector(Collector):
         for reason, count in sorted(summary.at_risk_by_reason.items()):
             by_reason.add_metric([reason], count)
         yield by_reason
+        by_severity = GaugeMetricFamily(
+            "churnwatch_customers_at_risk_by_severity",
+            "Customers with an open alert, by the alert's severity.",
+            labels=["severity"],
+        )
+        mrr = GaugeMetricFamily(
+            "churnwatch_at_risk_mrr",
+            "MRR (currency units) of subscribed customers with an open alert, by severity.",
+            labels=["severity"],
+        )
+        for severity in SEVERITY_LABELS:
+            by_severity.add_metric([severity], summary.at_risk_by_severity.get(severity, 0))
+            mrr.add_metric([severity], summary.at_risk_mrr_by_severity.get(severity, 0.0))
+        yield by_severity
+        yield mrr
+        active = GaugeMetricFamily(
+            "churnwatch_customers_active",
+            "Customers with usage in the activity window before their partition's watermark.",
+            labels=list(self._segment_by),
+        )
+        counted: dict[tuple[str, ...], int] = {}
+        for segment, count in summary.active_by_segment.items():
+            key = tuple(bound(value) for bound, value in zip(self._bounds, segment, strict=True))
+            counted[key] = counted.get(key, 0) + count
+        for segment, count in sorted(counted.items()):
+            active.add_metric(list(segment), count)
+        yield active
         yield from _watermark_gauges(summary)
         if summary.figures is not None:
             yield from self._figure_gauges(summary.figures)

@@ -2,11 +2,14 @@
 
 Deterministic for a seed. Every customer subscribes on its first day (plan, channel, MRR) and
 renews monthly. Steady and new customers use the product every day at their own volume (+-20%),
-so a correct monitor opens no alert for them. Planted customers change at an onset day late
-enough to have a full baseline before it and time to be detected after it: `decay` customers'
-usage halves every few days; `stop` customers stop using the product and ask to cancel at a
-date after the simulation; `churn` customers cancel and, five days later, their subscription
-ends and their usage stops.
+with up to five users and every event type, so a correct monitor opens no alert for them other
+than `low_engagement` for the least engaged tenth of a segment. Planted customers change at an
+onset day late enough to have a full baseline before it and time to be detected after it:
+`decay` customers' usage halves every few days; `stop` customers stop using the product and ask
+to cancel at a date after the simulation; `churn` customers cancel and, five days later, their
+subscription ends and their usage stops; `narrow` customers keep their volume but shrink to
+one user and one event type; `stall` customers never reach the activation milestones
+(`ACTIVATION`: set them as `rules.milestones`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from typing import Any, Literal, TypeVar
 from churnwatch.domain.engagement import SECONDS_PER_DAY
 
 T = TypeVar("T")
-Pattern = Literal["steady", "new", "decay", "stop", "churn"]
-PLANTED: tuple[Pattern, ...] = ("decay", "stop", "churn")
+Pattern = Literal["steady", "new", "decay", "stop", "churn", "narrow", "stall"]
+PLANTED: tuple[Pattern, ...] = ("decay", "stop", "churn", "narrow", "stall")
 DECAY_HALF_LIFE_DAYS = 3.0
 CANCEL_NOTICE_DAYS = 5
 EVENT_TYPES = ("page_view", "report_run", "api_call", "export", "login")
+# Activation milestones the simulation is built for (event type -> events needed).
+ACTIVATION = {"report_run": 1, "export": 1}
+STALLED_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in ACTIVATION)
 PLANS = (("starter", 49.0, 0.6), ("team", 199.0, 0.3), ("business", 799.0, 0.1))
 CHANNELS = (("self-serve", 0.7), ("sales", 0.2), ("partner", 0.1))
 
@@ -53,6 +59,8 @@ class Plan:
     stop_fraction: float = 0.025
     churn_fraction: float = 0.0
     new_fraction: float = 0.0
+    narrow_fraction: float = 0.0
+    stall_fraction: float = 0.0
     start: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
@@ -61,6 +69,8 @@ class Plan:
             self.stop_fraction,
             self.churn_fraction,
             self.new_fraction,
+            self.narrow_fraction,
+            self.stall_fraction,
         )
         if self.customers < 1 or self.days < 1:
             raise ValueError("customers and days must be at least 1")
@@ -84,6 +94,8 @@ def customers_for(plan: Plan) -> list[Customer]:
         "stop": round(plan.customers * plan.stop_fraction),
         "churn": round(plan.customers * plan.churn_fraction),
         "new": round(plan.customers * plan.new_fraction),
+        "narrow": round(plan.customers * plan.narrow_fraction),
+        "stall": round(plan.customers * plan.stall_fraction),
     }
     counts["steady"] = plan.customers - sum(counts.values())
     patterns = [pattern for pattern, count in counts.items() for _ in range(count)]
@@ -93,7 +105,7 @@ def customers_for(plan: Plan) -> list[Customer]:
     for number, pattern in enumerate(patterns):
         first_day = rng.randint(0, min(3, plan.days - 1))
         onset = None
-        if pattern in ("decay", "stop"):
+        if pattern in ("decay", "stop", "narrow"):
             onset = rng.randint(earliest_onset, plan.days - 10)
         elif pattern == "churn":
             onset = rng.randint(earliest_onset - 10, plan.days - 5)
@@ -132,6 +144,8 @@ def volume_factor(customer: Customer, day: int) -> float:
         return 1.0
     if customer.pattern in ("stop", "churn"):
         return 0.0
+    if customer.pattern == "narrow":
+        return 1.0
     return float(0.5 ** ((day - customer.onset_day + 1) / DECAY_HALF_LIFE_DAYS))
 
 
@@ -149,14 +163,19 @@ def events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, Any]]:
                 continue
             volume = customer.daily_volume * factor * rng.uniform(0.8, 1.2)
             count = 1 + min(_poisson(rng, 1.5), 6)
+            narrowed = customer.pattern == "narrow" and day >= (customer.onset_day or 0)
+            kinds = STALLED_EVENT_TYPES if customer.pattern == "stall" else EVENT_TYPES
             for k in range(count):
+                event_type, user = rng.choice(kinds), rng.randint(1, 5)
+                if narrowed:
+                    event_type, user = "page_view", 1
                 todays.append(
                     {
                         "event_id": f"{customer.customer_id}-{day}-{k}",
                         "customer_id": customer.customer_id,
                         "occurred_at": round(day_start + rng.uniform(0, SECONDS_PER_DAY - 1), 3),
-                        "event_type": rng.choice(EVENT_TYPES),
-                        "user_id": f"{customer.customer_id}-u{rng.randint(1, 5)}",
+                        "event_type": event_type,
+                        "user_id": f"{customer.customer_id}-u{user}",
                         "quantity": round(volume / count, 3),
                     }
                 )

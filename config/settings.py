@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from churnwatch.exceptions import ConfigError
+from config.notify import NotifySettings
 
 ENV_PREFIX = "CHURNWATCH_"
 CONFIG_FILE_VARIABLE = "CHURNWATCH_CONFIG_FILE"
@@ -41,6 +42,9 @@ class TopicSettings(_Section):
     usage: str = "usage-events"
     billing: str = "billing-events"
     alerts: str = "churnwatch.alerts"
+    health: str = Field(
+        "churnwatch.customer-health", description="compacted: latest health of every customer"
+    )
     dead_letters: str = "churnwatch.dead-letters"
 
 
@@ -65,11 +69,85 @@ class RuleSettings(_Section):
     downgrade_window_days: int = Field(
         30, ge=1, le=90, description="downgrade: compare MRR and seats with this many days ago"
     )
+    breadth_drop_ratio: float = Field(
+        0.4, gt=0, lt=1, description="breadth_drop: recent distinct users/types < ratio x baseline"
+    )
+    min_baseline_breadth: float = Field(
+        3.0, ge=1, description="breadth_drop: baseline distinct users/types below which it is off"
+    )
+    low_engagement_share: float = Field(
+        0.10, ge=0, lt=1, description="low_engagement: bottom share of the segment (0: off)"
+    )
+    low_engagement_window_days: int = Field(
+        28, ge=1, le=90, description="low_engagement: days of usage the rate is taken over"
+    )
+    low_engagement_min_tenure_days: int = Field(
+        14, ge=1, description="low_engagement: customers newer than this are not ranked"
+    )
+    low_engagement_min_population: int = Field(
+        20, ge=1, description="low_engagement: fewer ranked customers in a segment: off for it"
+    )
+    onboarding_days: int = Field(
+        14, ge=1, le=365, description="onboarding_stalled: days to reach every milestone"
+    )
+    milestones: dict[str, int] = Field(
+        default_factory=dict,
+        description="onboarding_stalled: event type -> events needed (empty: rule off)",
+    )
 
     @model_validator(mode="after")
     def _baseline_fits(self) -> RuleSettings:
         if self.min_baseline_days > self.baseline_days:
             raise ValueError("min_baseline_days cannot exceed baseline_days")
+        if any(count < 1 for count in self.milestones.values()):
+            raise ValueError("milestone counts must be at least 1")
+        return self
+
+
+class SegmentRules(_Section):
+    """Rule thresholds for one segment: `match` attributes, then the fields that differ."""
+
+    match: dict[str, str] = Field(min_length=1, description='e.g. {plan = "business"}')
+    rules: dict[str, Any] = Field(description="RuleSettings fields to override")
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> SegmentRules:
+        unknown = set(self.rules) - set(RuleSettings.model_fields)
+        if unknown:
+            raise ValueError(f"unknown rule settings: {sorted(unknown)}")
+        return self
+
+    def apply_to(self, base: RuleSettings) -> RuleSettings:
+        """The base thresholds with this segment's overrides, validated."""
+        return RuleSettings.model_validate(base.model_dump() | self.rules)
+
+
+class AlertSettings(_Section):
+    """Risk score, severity and lifecycle of alerts (docs/rules.md)."""
+
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="reason code -> weight in the score (default table)"
+    )
+    warning_score: int = Field(40, ge=1, le=100)
+    critical_score: int = Field(70, ge=1, le=100)
+    high_mrr: float = Field(
+        1000.0, ge=0, description="MRR at stake (currency units) that raises severity one step"
+    )
+    escalation_step: int = Field(20, ge=1, le=100, description="score rise that escalates")
+    resolve_after_days: int = Field(
+        3, ge=0, le=90, description="days without any reason before an alert resolves"
+    )
+    cooldown_days: int = Field(
+        7, ge=0, le=365, description="after an alert closes, no new one for this many days"
+    )
+    segment_rules: tuple[SegmentRules, ...] = Field(
+        (), description="per-segment rule thresholds; the first matching entry applies"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertSettings:
+        if self.warning_score > self.critical_score:
+            raise ValueError("warning_score cannot exceed critical_score")
         return self
 
 
@@ -129,6 +207,9 @@ class Settings(BaseSettings):
         "127.0.0.1", description="hostname other workers and clients reach this worker by"
     )
     web_port: int = Field(6066, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        None, description="bearer token the HTTP API requires (all but /metrics and /healthz)"
+    )
     data_dir: Path = Field(Path("var/worker"), description="Faust's table and worker data")
     database_url: str = Field(
         "sqlite:///var/churnwatch.sqlite3",
@@ -153,6 +234,8 @@ class Settings(BaseSettings):
 
     topics: TopicSettings = TopicSettings()
     rules: RuleSettings = RuleSettings()
+    alerts: AlertSettings = AlertSettings()
+    notify: NotifySettings = NotifySettings()
     churn: ChurnSettings = ChurnSettings()
     limits: EventLimits = EventLimits()
 

@@ -12,10 +12,13 @@ import faust
 from faust.types import TP
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from churnwatch.domain.churn import ChurnPolicy, period_figures
-from churnwatch.domain.engagement import ring_days_needed
+from churnwatch.domain.alerts import AlertPolicy
+from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures, segment_of
+from churnwatch.domain.engagement import SECONDS_PER_DAY, last_closed_day, ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.domain.periods import period_of
+from churnwatch.domain.rules import WEIGHTS
+from churnwatch.exceptions import ConfigError
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.assignor import CopartitionedAssignor
@@ -24,6 +27,8 @@ from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Topics
 from streams.state import ClockBook, PartitionIndex
 from streams.topics import CLOCKS_TABLE, CUSTOMERS_TABLE
+
+UNKNOWN_SEGMENT = (UNKNOWN,)
 
 
 class FaustEmitter:
@@ -36,6 +41,13 @@ class FaustEmitter:
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> None:
         await self._app.producer.send(topic, key, value, None, None, headers)
+
+
+def never_commit(message: Any) -> None:
+    """Keep a message's offset out of the next commit: Faust commits acked offsets of any
+    partition, and this one's partition now belongs to another worker, which reads it from
+    the committed offset. Marked acked before the stream acks it, Faust records nothing."""
+    message.acked = True
 
 
 def owned_partitions(app: faust.App, topic: str) -> set[int]:
@@ -146,21 +158,45 @@ class Worker:
         owned = self.owned_partitions()
         tracked = at_risk = 0
         by_reason: dict[str, int] = {}
+        by_severity: dict[str, int] = {}
+        mrr_by_severity: dict[str, float] = {}
+        active: dict[tuple[str, ...], int] = {}
+        window = self.settings.churn.activity_window_days
+        segment_by = self.engine.segment_by
         data = self.customers.data
         for partition in owned:
+            watermark = self.clocks.get(partition).watermark
+            day = None if watermark is None else last_closed_day(watermark) + 1
             for customer_id in self.index.customers(partition):
                 state = data.get(customer_id)
                 if state is None:
                     continue
                 tracked += 1
-                if state.alert is not None:
-                    at_risk += 1
-                    for code in state.alert.reason_codes:
-                        by_reason[code] = by_reason.get(code, 0) + 1
+                account = None
+                if state.billing is not None and day is not None:
+                    account = state.billing.at(day * SECONDS_PER_DAY)
+                if day is not None and state.ring.active_between(day - window, day - 1):
+                    segment = UNKNOWN_SEGMENT * len(segment_by)
+                    if account is not None:
+                        segment = segment_of(account, segment_by)
+                    active[segment] = active.get(segment, 0) + 1
+                if state.alert is None:
+                    continue
+                at_risk += 1
+                for code in state.alert.reason_codes:
+                    by_reason[code] = by_reason.get(code, 0) + 1
+                severity = state.alert.severity
+                by_severity[severity] = by_severity.get(severity, 0) + 1
+                if account is not None and account.subscribed:
+                    mrr = account.mrr_cents / 100
+                    mrr_by_severity[severity] = mrr_by_severity.get(severity, 0.0) + mrr
         return StateSummary(
             customers_tracked=tracked,
             customers_at_risk=at_risk,
             at_risk_by_reason=by_reason,
+            at_risk_by_severity=by_severity,
+            at_risk_mrr_by_severity=mrr_by_severity,
+            active_by_segment=active,
             watermarks=self.clocks.watermarks(owned),
             wall_clock=time.time(),
             figures=self.figures,
@@ -200,7 +236,11 @@ def create_worker(
         producer_linger=0.005,
         broker_max_poll_records=settings.batch_max_events,
         stream_buffer_maxsize=max(32_768, 2 * settings.batch_max_events),
-        stream_wait_empty=False,
+        # On revoke, Faust waits until every message handed to the agent is acked (the batch
+        # in flight and those taken for the next), then flushes the producer. Without it a
+        # batch finishing during the hand-over writes records that the memory store's
+        # restore then overwrites with older changelog entries, while its offsets commit.
+        stream_wait_empty=True,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         PartitionAssignor=CopartitionedAssignor,
@@ -225,7 +265,12 @@ def create_worker(
             max(
                 settings.rules.recent_days + settings.rules.baseline_days,
                 settings.rules.inactive_days,
+                settings.rules.low_engagement_window_days,
                 settings.churn.activity_window_days,
+                *(
+                    entry.apply_to(settings.rules).low_engagement_window_days
+                    for entry in settings.alerts.segment_rules
+                ),
             ),
             settings.allowed_lateness_seconds,
         ),
@@ -236,6 +281,12 @@ def create_worker(
             activity_window_days=settings.churn.activity_window_days,
         ),
         segment_by=settings.churn.segment_by,
+        alert_policy=alert_policy(settings),
+        weights=WEIGHTS | settings.alerts.weights,
+        segment_thresholds=tuple(
+            (tuple(sorted(entry.match.items())), entry.apply_to(settings.rules))
+            for entry in settings.alerts.segment_rules
+        ),
     )
     topics = settings.topics
     ingest = IngestBatch(
@@ -244,12 +295,15 @@ def create_worker(
         clocks=clocks,
         index=index,
         limits=settings.limits,
-        topics=Topics(topics.usage, topics.billing, topics.alerts, topics.dead_letters),
+        topics=Topics(
+            topics.usage, topics.billing, topics.alerts, topics.dead_letters, topics.health
+        ),
         emitter=emitter or FaustEmitter(app),
         periods=periods or default_period_sink(settings),
         backlog=backlog or FaustBacklog(app),
         metrics=metrics,
         owned=owned or (lambda: owned_partitions(app, topics.usage)),
+        uncommittable=never_commit,
     )
     worker = Worker(
         app=app,
@@ -273,6 +327,22 @@ def create_worker(
 
     install_all(worker)
     return worker
+
+
+def alert_policy(settings: Settings) -> AlertPolicy:
+    """The lifecycle and severity settings as the domain takes them."""
+    alerts = settings.alerts
+    unknown = set(alerts.weights) - set(WEIGHTS)
+    if unknown:
+        raise ConfigError(f"alerts.weights names unknown reasons: {sorted(unknown)}")
+    return AlertPolicy(
+        warning_score=alerts.warning_score,
+        critical_score=alerts.critical_score,
+        high_mrr=alerts.high_mrr,
+        escalation_step=alerts.escalation_step,
+        resolve_after_days=alerts.resolve_after_days,
+        cooldown_days=alerts.cooldown_days,
+    )
 
 
 def _table(app: faust.App, name: str, value_serializer: str, partitions: int) -> Any:

@@ -18,7 +18,14 @@ import structlog
 from churnwatch.domain.alerts import AlertEvent
 from churnwatch.domain.billing import parse_billing_message
 from churnwatch.domain.events import Heartbeat, Limits, parse_usage_message
-from churnwatch.domain.partition import ClosedPeriod, Item, PartitionClock, PartitionEngine
+from churnwatch.domain.health import CustomerHealth
+from churnwatch.domain.partition import (
+    ClosedPeriod,
+    Item,
+    Labels,
+    PartitionClock,
+    PartitionEngine,
+)
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
@@ -77,6 +84,7 @@ class Topics:
     billing: str
     alerts: str
     dead_letters: str
+    health: str | None = None  # compacted customer-health topic; None: not published
 
 
 class IngestBatch:
@@ -97,6 +105,7 @@ class IngestBatch:
         metrics: WorkerMetrics,
         owned: Callable[[], set[int]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        uncommittable: Callable[[Message], None] = lambda message: None,
     ) -> None:
         self._engine = engine
         self._customers = customers
@@ -110,7 +119,10 @@ class IngestBatch:
         self._metrics = metrics
         self._owned = owned
         self._wall_clock = wall_clock
+        self._uncommittable = uncommittable
         self.recorded: set[tuple[int, str]] = set()  # (partition, period label) in the store
+        # Each owned partition's low-engagement cutoffs on its last evaluated day (queries).
+        self.cutoffs: dict[int, dict[Labels, float]] = {}
 
     async def record_period(self, closed: ClosedPeriod) -> None:
         """Store a closed period; a failure is counted and retried by the figures timer."""
@@ -133,6 +145,8 @@ class IngestBatch:
                 # Taken before a rebalance moved the partition away: its new owner reads it
                 # again from the committed offset. Applying it here would write a record
                 # (possibly a fresh one: ours was dropped) over the new owner's.
+                # Nor may its offset be committed: the new owner could not have read it yet.
+                self._uncommittable(message)
                 self._metrics.events_moved_away.labels(message.topic).inc()
                 continue
             read = next_offsets[message.partition]
@@ -161,6 +175,8 @@ class IngestBatch:
             backlog = await self._unread_inputs(clock)
             items = parsed.get(partition, [])
             result = self._engine.process(clock, items, store, backlog)
+            if result.cutoffs is not None:
+                self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
             late = set(result.late)
             too_late = InvalidEventError("late", "event time is older than the watermark")
@@ -178,6 +194,7 @@ class IngestBatch:
                 elif position not in late:
                     self._metrics.events_processed.labels(message.topic).inc()
             await self._publish_all(result.alerts, now)
+            await self._publish_health(result.health)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -196,8 +213,11 @@ class IngestBatch:
                 [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
                 store,
             )
+            if result.cutoffs is not None:
+                self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
             await self._publish_all(result.alerts, now)
+            await self._publish_health(result.health)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -244,6 +264,14 @@ class IngestBatch:
             payload = orjson.dumps(alert.to_json_dict(emitted_at=now))
             await self._emitter.send(self._topics.alerts, alert.customer_id.encode(), payload, None)
             self._metrics.alerts.labels(alert.status, primary_reason(alert)).inc()
+
+    async def _publish_health(self, changes: list[CustomerHealth]) -> None:
+        topic = self._topics.health
+        if topic is None:
+            return
+        for health in changes:
+            payload = orjson.dumps(health.to_json_dict())
+            await self._emitter.send(topic, health.customer_id.encode(), payload, None)
 
 
 def primary_reason(alert: AlertEvent) -> str:

@@ -32,6 +32,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         topics.usage: settings.partitions,
         topics.billing: settings.partitions,
         topics.alerts: settings.partitions,
+        topics.health: settings.partitions,
         topics.dead_letters: settings.partitions,
     }
     return needed | dict.fromkeys(changelog_topics(settings), settings.partitions)
@@ -50,7 +51,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     )
     try:
         existing = set(admin.list_topics())
-        compacted = set(changelog_topics(settings))
+        compacted = {*changelog_topics(settings), settings.topics.health}
         missing = {
             name: {
                 "num_partitions": count,

@@ -163,6 +163,7 @@ class Account:
     was_subscribed: bool = False
     ended_while_failing: bool = False
     attributes: tuple[tuple[str, str], ...] = ()
+    currency: str | None = None
 
     def apply(self, event: BillingEvent) -> Account:
         """The account right after `event`."""
@@ -208,6 +209,7 @@ def _with_details(account: Account, event: BillingEvent) -> Account:
         plan=event.plan or account.plan,
         seats=account.seats if event.seats is None else event.seats,
         attributes=tuple(sorted(attributes.items())),
+        currency=event.currency or account.currency,
     )
 
 

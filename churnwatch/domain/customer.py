@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from churnwatch.domain.alerts import OpenAlert
+from churnwatch.domain.alerts import OpenAlert, Severity
 from churnwatch.domain.billing import Account, BillingEvent, Timeline
 from churnwatch.domain.engagement import DailyRing, day_of
 
@@ -36,6 +36,17 @@ class CustomerState:
     # Period-start days (UTC) at which the customer was active, for boundaries the ring no
     # longer covers; recorded when the partition's clock passes each period start.
     active_marks: tuple[int, ...] = ()
+    # Activation milestones: the earliest event times of each milestone type, as many as needed.
+    milestones: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    closed_day: int | None = None  # the day the last alert closed: the cooldown runs from it
+    snoozed_until: float | None = None  # no alert opens before this time (an operator asked)
+    health_digest: int = 0  # of the health last published, to publish only changes
+
+    def note_milestone(self, event_type: str, at: float, needed: int) -> None:
+        """Keep the `needed` earliest times of a milestone event type (order-independent)."""
+        times = self.milestones.get(event_type, ())
+        if len(times) < needed or at < times[-1]:
+            self.milestones[event_type] = tuple(sorted((*times, at)))[:needed]
 
     @classmethod
     def new(
@@ -69,6 +80,8 @@ class CustomerState:
             "head": self.ring.head_day,
             "vol": self.ring.volume.tolist(),
             "act": format(self.ring.active, "x"),  # hex: may exceed JSON's 64-bit integers
+            "us": self.ring.users.tolist(),
+            "ks": self.ring.kinds.tolist(),
             "n": self.events,
             "off": self.usage_offset,
         }
@@ -81,11 +94,21 @@ class CustomerState:
                 alert.opened_day,
                 list(alert.reason_codes),
                 alert.risk_score,
+                alert.severity,
+                alert.clear_since_day,
             ]
         if self.billing is not None:
             plain["bill"] = _timeline_plain(self.billing)
         if self.active_marks:
             plain["marks"] = list(self.active_marks)
+        if self.milestones:
+            plain["ms"] = {name: list(times) for name, times in self.milestones.items()}
+        if self.closed_day is not None:
+            plain["closed"] = self.closed_day
+        if self.snoozed_until is not None:
+            plain["snooze"] = self.snoozed_until
+        if self.health_digest:
+            plain["hd"] = self.health_digest
         return plain
 
     @classmethod
@@ -93,6 +116,8 @@ class CustomerState:
         if plain.get("v") != RECORD_VERSION:
             raise ValueError(f"unknown customer record version {plain.get('v')!r}")
         volume = array("q", plain["vol"])
+        empty = bytes(8 * len(volume))  # records written before breadth was kept
+        users, kinds = (array("Q", plain.get(key) or empty) for key in ("us", "ks"))
         alert = plain.get("alert")
         bill = plain.get("bill")
         return cls(
@@ -105,16 +130,27 @@ class CustomerState:
                 head_day=plain["head"],
                 volume=volume,
                 active=int(plain["act"], 16),
+                users=users,
+                kinds=kinds,
             ),
             events=plain["n"],
             usage_offset=plain["off"],
             billing_offset=plain.get("boff", -1),
-            alert=None
-            if alert is None
-            else OpenAlert(alert[0], alert[1], tuple(alert[2]), alert[3]),
+            alert=None if alert is None else _alert_from_plain(alert),
             billing=None if bill is None else _timeline_from_plain(bill),
             active_marks=tuple(plain.get("marks", ())),
+            milestones={name: tuple(times) for name, times in plain.get("ms", {}).items()},
+            closed_day=plain.get("closed"),
+            snoozed_until=plain.get("snooze"),
+            health_digest=plain.get("hd", 0),
         )
+
+
+def _alert_from_plain(alert: list[Any]) -> OpenAlert:
+    """Records written before severity and the clear-since day were kept read as `warning`."""
+    severity: Severity = alert[4] if len(alert) > 4 else "warning"
+    clear_since = alert[5] if len(alert) > 5 else None
+    return OpenAlert(alert[0], alert[1], tuple(alert[2]), alert[3], severity, clear_since)
 
 
 _ACCOUNT_FIELDS: Final = (
@@ -128,6 +164,7 @@ _ACCOUNT_FIELDS: Final = (
     "failing_since",
     "was_subscribed",
     "ended_while_failing",
+    "currency",  # last: records written before it was kept have one value fewer
 )
 _EVENT_FIELDS: Final = (
     "event_id",
@@ -156,6 +193,7 @@ def _timeline_plain(timeline: Timeline) -> dict[str, Any]:
 
 def _timeline_from_plain(plain: dict[str, Any]) -> Timeline:
     *base_values, base_attributes = plain["base"]
+    base_values += [None] * (len(_ACCOUNT_FIELDS) - len(base_values))
     base = Account(
         **dict(zip(_ACCOUNT_FIELDS, base_values, strict=True)),
         attributes=tuple((k, v) for k, v in base_attributes),

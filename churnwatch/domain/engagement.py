@@ -7,6 +7,7 @@ record per customer instead of one key per window. Days are whole UTC days since
 from __future__ import annotations
 
 import math
+import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,24 @@ SECONDS_PER_DAY: Final = 86_400
 # Volume is kept in integer thousandths: sums are then exact and independent of event order
 # (float sums are not), so a replay or a redelivery yields bit-identical state.
 UNITS_PER_QUANTITY: Final = 1000
+# Breadth: per day, a 64-bit word of hashed user ids and one of hashed event types, read by
+# linear counting: exact enough for the handful to dozens of users a customer account has.
+BREADTH_BITS: Final = 64
+
+
+def breadth_bit(value: str | None) -> int:
+    """The bit a user id or an event type sets in its day word (0 for none)."""
+    if value is None:
+        return 0
+    return 1 << (zlib.crc32(value.encode()) % BREADTH_BITS)
+
+
+def distinct_estimate(bitmap: int) -> float:
+    """Linear-counting estimate of the distinct values hashed into a 64-bit word."""
+    zeros = BREADTH_BITS - bin(bitmap).count("1")
+    if zeros == 0:
+        zeros = 1  # saturated: the estimate's ceiling (~266 distinct values)
+    return 0.0 - BREADTH_BITS * math.log(zeros / BREADTH_BITS)
 
 
 def day_of(timestamp: float) -> int:
@@ -49,18 +68,21 @@ class DailyRing:
     head_day: int
     volume: array[int] = field(default_factory=lambda: array("q"))  # thousandths of quantity
     active: int = 0  # bit (day % size) set when any event, even of zero volume, fell on that day
+    users: array[int] = field(default_factory=lambda: array("Q"))  # per day: see breadth_bit
+    kinds: array[int] = field(default_factory=lambda: array("Q"))  # event types, likewise
 
     def __post_init__(self) -> None:
-        if not self.volume:
-            self.volume = array("q", bytes(8 * self.size))
-        if len(self.volume) != self.size:
-            raise ValueError(f"ring volume has {len(self.volume)} slots, expected {self.size}")
+        for name, code in (("volume", "q"), ("users", "Q"), ("kinds", "Q")):
+            if not getattr(self, name):
+                setattr(self, name, array(code, bytes(8 * self.size)))
+            if len(getattr(self, name)) != self.size:
+                raise ValueError(f"ring {name} has the wrong number of slots, not {self.size}")
 
     @property
     def oldest_day(self) -> int:
         return self.head_day - self.size + 1
 
-    def add(self, day: int, amount: float) -> bool:
+    def add(self, day: int, amount: float, user_bit: int = 0, kind_bit: int = 0) -> bool:
         """Add usage on `day`; False (and no change) when the day has left the ring."""
         if day > self.head_day:
             self._advance(day)
@@ -69,7 +91,21 @@ class DailyRing:
         slot = day % self.size
         self.volume[slot] += round(amount * UNITS_PER_QUANTITY)
         self.active |= 1 << slot
+        self.users[slot] |= user_bit
+        self.kinds[slot] |= kind_bit
         return True
+
+    def breadth_between(self, first_day: int, last_day: int) -> tuple[float, float]:
+        """Estimated distinct (users, event types) over days first_day..last_day inclusive."""
+        users = kinds = 0
+        for day in self._held(first_day, last_day):
+            users |= self.users[day % self.size]
+            kinds |= self.kinds[day % self.size]
+        return distinct_estimate(users), distinct_estimate(kinds)
+
+    def active_days(self, first_day: int, last_day: int) -> int:
+        """Days with any event among first_day..last_day inclusive."""
+        return sum(self.active >> (day % self.size) & 1 for day in self._held(first_day, last_day))
 
     def total(self, first_day: int, last_day: int) -> float:
         """Sum of usage over days first_day..last_day inclusive (days outside the ring count 0)."""
@@ -94,5 +130,6 @@ class DailyRing:
         for stale in range(self.head_day + 1, min(day, self.head_day + self.size) + 1):
             slot = stale % self.size
             self.volume[slot] = 0
+            self.users[slot] = self.kinds[slot] = 0
             self.active &= ~(1 << slot)
         self.head_day = day

@@ -67,6 +67,18 @@ class Heartbeat:
     kind: str = "usage"  # the input it speaks for: "usage" or "billing"
 
 
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    """Control message: open no alert for this customer before `until` (None: lift it).
+
+    Sent by the HTTP API to the customer's partition of the usage topic, so the worker that
+    owns the customer applies it in order with its events.
+    """
+
+    customer_id: str
+    until: float | None
+
+
 def decode_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     """Decode a JSON object, refusing oversized and non-object payloads."""
     if raw is None:
@@ -86,9 +98,11 @@ def decode_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
 
 def parse_usage_message(
     raw: bytes | None, key: bytes | None, *, now: float, limits: Limits
-) -> UsageEvent | Heartbeat:
+) -> UsageEvent | Heartbeat | Snooze:
     """Turn one `usage-events` message into a UsageEvent (or a Heartbeat)."""
     payload = decode_object(raw, limits)
+    if payload.get("control") == "snooze":
+        return parse_snooze(payload, key, limits)
     if payload.get("control") is not None:
         return parse_control(payload, now, limits)
     customer_id = required_string(payload, "customer_id", limits)
@@ -107,6 +121,17 @@ def parse_usage_message(
         quantity=_quantity(payload, limits),
         user_id=optional_string(payload, "user_id", limits),
     )
+
+
+def parse_snooze(payload: dict[str, Any], key: bytes | None, limits: Limits) -> Snooze:
+    """`{"control": "snooze", "customer_id": ..., "until": time or null}`, keyed by the id."""
+    customer_id = required_string(payload, "customer_id", limits)
+    if key is not None and key != customer_id.encode():
+        raise InvalidEventError("key_mismatch", "message key differs from customer_id")
+    until = payload.get("until")
+    if until is None:
+        return Snooze(customer_id, None)
+    return Snooze(customer_id, parse_timestamp(until))
 
 
 def parse_control(

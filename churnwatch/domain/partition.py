@@ -16,20 +16,25 @@ Partitions never wait on each other, so how a consumer interleaves them changes 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from churnwatch.domain.alerts import AlertEvent, next_transition
+from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, assess, next_transition
 from churnwatch.domain.billing import BillingEvent, Timeline
-from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures
+from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures, segment_of
+from churnwatch.domain.cohort import low_engagement_cutoffs
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of, last_closed_day
-from churnwatch.domain.events import Heartbeat, UsageEvent
+from churnwatch.domain.engagement import SECONDS_PER_DAY, breadth_bit, day_of, last_closed_day
+from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
+from churnwatch.domain.health import CustomerHealth, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
-from churnwatch.domain.rules import Thresholds, evaluate, has_churned
+from churnwatch.domain.rules import Thresholds, engagement_rate, evaluate, has_churned
 
-Item = UsageEvent | BillingEvent | Heartbeat
+# Segment attributes as (name, value) pairs: what segment-specific thresholds match on.
+Labels = tuple[tuple[str, str], ...]
+
+Item = UsageEvent | BillingEvent | Heartbeat | Snooze
 
 
 class CustomerStore(Protocol):
@@ -81,6 +86,9 @@ class BatchResult:
     duplicates: list[int] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     closed: list[ClosedPeriod] = field(default_factory=list)
+    health: list[CustomerHealth] = field(default_factory=list)
+    # Low-engagement cutoff rate per segment on the last day evaluated (None: no day was).
+    cutoffs: dict[Labels, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,17 @@ class PartitionEngine:
     granularity: Granularity = "month"
     policy: ChurnPolicy = field(default_factory=ChurnPolicy)
     segment_by: tuple[str, ...] = ("plan", "channel")
+    alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
+    weights: Mapping[str, float] | None = None  # of the risk score; None: rules.WEIGHTS
+    # Thresholds for segments: the first whose every (name, value) the customer has applies.
+    segment_thresholds: tuple[tuple[Labels, Thresholds], ...] = ()
+
+    def thresholds_for(self, labels: Labels) -> Thresholds:
+        have = set(labels)
+        for match, thresholds in self.segment_thresholds:
+            if have.issuperset(match):
+                return thresholds
+        return self.thresholds
 
     def process(
         self,
@@ -120,6 +139,15 @@ class PartitionEngine:
             if state is not None and offset <= _applied_offset(state, item):
                 result.redelivered.append(position)
                 continue
+            if isinstance(item, Snooze):  # an operator's command: applies now, moves no clock
+                if state is None:
+                    state = CustomerState.new(
+                        item.customer_id, clock.partition, None, self.ring_days
+                    )
+                state.snoozed_until, state.usage_offset = item.until, offset
+                result.applied += 1
+                store.put(state)
+                continue
             if clock.watermark is not None and item.occurred_at < clock.watermark:
                 result.late.append(position)
                 continue
@@ -128,7 +156,7 @@ class PartitionEngine:
             self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
             if state is None:
                 state = CustomerState.new(item.customer_id, clock.partition, None, self.ring_days)
-            if _apply(state, offset, item):
+            if _apply(state, offset, item, self.thresholds.milestones):
                 result.applied += 1
             else:
                 result.duplicates.append(position)
@@ -168,9 +196,13 @@ class PartitionEngine:
             period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
             if period.start == as_of_day * SECONDS_PER_DAY:
                 self._close_period(clock.partition, period.previous(), customers, store, result)
+            labels = {state.customer_id: self._labels(state, as_of_day) for state in customers}
+            cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
             for state in customers:
-                self._evaluate(state, as_of_day, store, result)
+                cutoff = cutoffs.get(labels[state.customer_id])
+                self._evaluate(state, as_of_day, cutoff, store, result)
             clock.evaluated_day = as_of_day
+            result.cutoffs = cutoffs
 
     def _close_period(
         self,
@@ -195,17 +227,94 @@ class PartitionEngine:
             if compacted or state.active_marks != marks:
                 store.put(state)
 
-    def _evaluate(
-        self, state: CustomerState, as_of_day: int, store: CustomerStore, result: BatchResult
-    ) -> None:
+    def _labels(self, state: CustomerState, as_of_day: int) -> Labels:
+        if state.billing is None:
+            return ()
+        account = state.billing.at(as_of_day * SECONDS_PER_DAY)
+        return tuple(zip(self.segment_by, segment_of(account, self.segment_by), strict=True))
+
+    def _low_engagement_cutoffs(
+        self, customers: list[CustomerState], labels: Mapping[str, Labels], as_of_day: int
+    ) -> dict[Labels, float]:
+        """Each segment's bottom-share usage rate among this partition's subscribed customers."""
+        limits = self.thresholds
+        if limits.low_engagement_share <= 0:
+            return {}
+        rates = []
+        for state in customers:
+            segment = labels[state.customer_id]
+            rate = engagement_rate(state, as_of_day, self.thresholds_for(segment))
+            if rate is not None:
+                rates.append((segment, rate))
+        return low_engagement_cutoffs(
+            rates, limits.low_engagement_share, limits.low_engagement_min_population
+        )
+
+    def assess(
+        self, state: CustomerState, as_of_day: int, cutoff: float | None = None
+    ) -> tuple[Assessment, bool]:
+        """What the rules find about a customer as of a day, and whether it has churned.
+
+        `cutoff` is its segment's low-engagement rate that day (`BatchResult.cutoffs`).
+        """
+        segment = self._labels(state, as_of_day)
         churned = has_churned(state, as_of_day)
-        reasons = () if churned else evaluate(state, as_of_day, self.thresholds)
-        alert, event = next_transition(state.customer_id, state.alert, reasons, as_of_day, churned)
+        limits = self.thresholds_for(segment)
+        reasons = () if churned else evaluate(state, as_of_day, limits, cutoff)
+        account = None if state.billing is None else state.billing.at(as_of_day * SECONDS_PER_DAY)
+        subscribed = account is not None and account.subscribed
+        found = assess(
+            reasons,
+            self.alert_policy,
+            self.weights,
+            mrr_at_stake=account.mrr_cents / 100 if account is not None and subscribed else 0.0,
+            currency=None if account is None else account.currency,
+            segment=segment,
+        )
+        return found, churned
+
+    def health(
+        self, state: CustomerState, as_of_day: int, cutoff: float | None = None
+    ) -> CustomerHealth:
+        """The customer's health as of a day, changing nothing (for queries)."""
+        found, churned = self.assess(state, as_of_day, cutoff)
+        return health_of(state, as_of_day, found, churned, self.thresholds_for(found.segment))
+
+    def _evaluate(
+        self,
+        state: CustomerState,
+        as_of_day: int,
+        cutoff: float | None,
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> None:
+        found, churned = self.assess(state, as_of_day, cutoff)
+        snoozed = state.snoozed_until is not None and as_of_day * SECONDS_PER_DAY < (
+            state.snoozed_until
+        )
+        alert, event = next_transition(
+            state.customer_id,
+            state.alert,
+            found,
+            as_of_day,
+            self.alert_policy,
+            churned=churned,
+            closed_day=state.closed_day,
+            snoozed=snoozed,
+        )
         if alert != state.alert:
+            if alert is None:
+                state.closed_day = as_of_day
             state.alert = alert
             store.put(state)
         if event is not None:
             result.alerts.append(event)
+        health = health_of(state, as_of_day, found, churned, self.thresholds_for(found.segment))
+        digest = health.digest()
+        if digest != state.health_digest:
+            state.health_digest = digest
+            store.put(state)
+            result.health.append(health)
 
 
 def _kind(item: Item) -> str:
@@ -214,11 +323,16 @@ def _kind(item: Item) -> str:
     return "billing" if isinstance(item, BillingEvent) else "usage"
 
 
-def _applied_offset(state: CustomerState, item: UsageEvent | BillingEvent) -> int:
+def _applied_offset(state: CustomerState, item: UsageEvent | BillingEvent | Snooze) -> int:
     return state.billing_offset if isinstance(item, BillingEvent) else state.usage_offset
 
 
-def _apply(state: CustomerState, offset: int, item: UsageEvent | BillingEvent) -> bool:
+def _apply(
+    state: CustomerState,
+    offset: int,
+    item: UsageEvent | BillingEvent,
+    milestones: Mapping[str, int],
+) -> bool:
     """Apply one on-time event; False when it duplicates one already applied."""
     if isinstance(item, BillingEvent):
         state.billing_offset = offset
@@ -226,9 +340,17 @@ def _apply(state: CustomerState, offset: int, item: UsageEvent | BillingEvent) -
             state.billing = Timeline()
         return state.billing.insert(item)
     state.usage_offset = offset
-    if not state.ring.add(day_of(item.occurred_at), item.quantity):
+    day, users, kinds = (
+        day_of(item.occurred_at),
+        breadth_bit(item.user_id),
+        breadth_bit(item.event_type),
+    )
+    if not state.ring.add(day, item.quantity, users, kinds):
         return False
     at = item.occurred_at
+    needed = milestones.get(item.event_type)
+    if needed:
+        state.note_milestone(item.event_type, at, needed)
     state.first_seen = at if state.first_seen is None else min(state.first_seen, at)
     state.last_seen = at if state.last_seen is None else max(state.last_seen, at)
     state.events += 1

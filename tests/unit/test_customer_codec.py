@@ -24,7 +24,10 @@ alerts = st.builds(
     opened_day=st.integers(0, 50_000),
     reason_codes=st.lists(st.sampled_from(["usage_drop", "inactive"]), unique=True).map(tuple),
     risk_score=st.integers(0, 100),
+    severity=st.sampled_from(["info", "warning", "critical"]),
+    clear_since_day=st.none() | st.integers(0, 50_000),
 )
+words = st.text(min_size=1, max_size=12)
 
 
 @st.composite
@@ -36,14 +39,22 @@ def customer_states(draw: st.DrawFn, max_ring_days: int) -> CustomerState:
         draw(st.text(min_size=1, max_size=20)), draw(st.integers(0, 1023)), first_at, ring_days
     )
     offsets = st.floats(-ring_days * SECONDS_PER_DAY, 3 * ring_days * SECONDS_PER_DAY)
-    for offset, amount in draw(st.lists(st.tuples(offsets, amounts), max_size=3 * ring_days)):
+    bits = st.integers(0, 63).map(lambda bit: 1 << bit)
+    events = st.tuples(offsets, amounts, bits, bits)
+    for offset, amount, user, kind in draw(st.lists(events, max_size=3 * ring_days)):
         at = first_at + offset
-        if state.ring.add(day_of(at), amount):
+        if state.ring.add(day_of(at), amount, user, kind):
             state.first_seen = min(state.first_seen, at)
             state.last_seen = max(state.last_seen, at)
             state.events += 1
     state.usage_offset = draw(st.integers(-1, 2**63 - 1))
     state.alert = draw(st.none() | alerts)
+    for name in draw(st.lists(words, max_size=3, unique=True)):
+        for at in draw(st.lists(st.floats(EARLIEST, 4e9), min_size=1, max_size=3)):
+            state.note_milestone(name, at, needed=2)
+    state.closed_day = draw(st.none() | st.integers(0, 50_000))
+    state.snoozed_until = draw(st.none() | st.floats(EARLIEST, 4e9))
+    state.health_digest = draw(st.integers(0, 2**32 - 1))
     return state
 
 
@@ -117,3 +128,18 @@ def test_unknown_record_version_is_refused(version: object) -> None:
         CustomerState.from_plain(plain)
     with pytest.raises(ValueError, match="unknown customer record version"):
         CODEC.loads(orjson.dumps(plain))
+
+
+def test_records_written_before_breadth_and_severity_were_kept_still_read() -> None:
+    state = _daily_customer(10)
+    plain = state.to_plain()
+    del plain["us"], plain["ks"]
+    plain["alert"] = plain["alert"][:4]
+
+    read = CustomerState.from_plain(plain)
+
+    assert read.ring.volume == state.ring.volume
+    assert read.ring.breadth_between(0, 10**6) == (0.0, 0.0)
+    assert read.alert is not None
+    assert (read.alert.severity, read.alert.clear_since_day) == ("warning", None)
+

@@ -110,7 +110,7 @@ def test_the_oldest_day_of_the_ring_is_still_accepted() -> None:
 
 
 def test_volume_of_the_wrong_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="expected 7"):
+    with pytest.raises(ValueError, match="volume has the wrong number of slots, not 7"):
         DailyRing(size=7, head_day=0, volume=DailyRing(size=3, head_day=0).volume)
 
 

@@ -159,11 +159,16 @@ def test_heartbeat_alone_finds_silence() -> None:
         ENGINE.process(clock, [(day, event("a", START + day * DAY))], store)
     quiet = ENGINE.process(clock, [(-1, Heartbeat(START + 45 * DAY))], store)
     assert quiet.heartbeats == 1
-    # Each skipped day is evaluated in turn: the drop shows first, the silence a few days later.
-    assert [a.status for a in quiet.alerts] == ["opened", "escalated"]
+    # Each skipped day is evaluated in turn: the drop shows first (info, then warning as it
+    # deepens), the silence a few days later.
+    assert [(a.status, a.severity) for a in quiet.alerts] == [
+        ("opened", "info"),
+        ("escalated", "warning"),
+        ("escalated", "critical"),
+    ]
     assert [r.code for r in quiet.alerts[0].reasons] == ["usage_drop"]
-    assert [r.code for r in quiet.alerts[1].reasons] == ["usage_drop", "inactive"]
-    assert quiet.alerts[1].as_of_day - (START // DAY) == 30 + RULES.inactive_days
+    assert [r.code for r in quiet.alerts[2].reasons] == ["usage_drop", "inactive"]
+    assert quiet.alerts[2].as_of_day - (START // DAY) == 30 + RULES.inactive_days
 
 
 def test_alert_ids_are_stable_across_runs() -> None:

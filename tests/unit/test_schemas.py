@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from churnwatch.domain.alerts import AlertEvent, OpenAlert, next_transition
+from churnwatch.domain.alerts import AlertEvent, AlertPolicy, OpenAlert, assess, next_transition
 from churnwatch.domain.billing import BILLING_TYPES, BillingEvent, parse_billing_message
 from churnwatch.domain.engagement import SECONDS_PER_DAY
 from churnwatch.domain.events import REASONS, Heartbeat, UsageEvent, parse_usage_message
@@ -177,19 +177,28 @@ DROP = Reason("usage_drop", observed=2.142857, baseline=24.5, window_days=7, str
 IDLE = Reason("inactive", observed=9.0, baseline=7.0, window_days=7, strength=9 / 14)
 
 
+POLICY = AlertPolicy(resolve_after_days=0)
+SEGMENT = (("plan", "team"), ("channel", "sales"))
+
+
 def _transitions() -> dict[str, AlertEvent]:
-    opened_state, opened = next_transition("c-42", None, (DROP,), DAY)
-    assert opened_state is not None
-    assert opened is not None
-    escalated_state, escalated = next_transition("c-42", opened_state, (DROP, IDLE), DAY + 1)
-    assert escalated is not None
+    def step(
+        current: OpenAlert | None, *reasons: Reason, day: int, churned: bool = False
+    ) -> tuple[OpenAlert | None, AlertEvent]:
+        found = assess(reasons, POLICY, None, 199.0, "USD", SEGMENT)
+        alert, event = next_transition("c-42", current, found, day, POLICY, churned=churned)
+        assert event is not None
+        return alert, event
+
+    opened_state, opened = step(None, DROP, day=DAY)
+    escalated_state, escalated = step(opened_state, DROP, IDLE, day=DAY + 1)
     assert isinstance(escalated_state, OpenAlert)
-    _, resolved = next_transition("c-42", escalated_state, (), DAY + 5)
-    assert resolved is not None
-    return {"opened": opened, "escalated": escalated, "resolved": resolved}
+    _, resolved = step(escalated_state, day=DAY + 5)
+    _, churned = step(escalated_state, DROP, day=DAY + 5, churned=True)
+    return {"opened": opened, "escalated": escalated, "resolved": resolved, "churned": churned}
 
 
-@pytest.mark.parametrize("status", ["opened", "escalated", "resolved"])
+@pytest.mark.parametrize("status", ["opened", "escalated", "resolved", "churned"])
 def test_alert_wire_form_matches_schema(status: str) -> None:
     alert = _transitions()[status]
     assert alert.status == status
@@ -200,7 +209,8 @@ def test_alert_wire_form_matches_schema(status: str) -> None:
 
 def test_alert_schema_tolerates_new_fields() -> None:
     wire = _transitions()["opened"].to_json_dict(emitted_at=NOW)
-    wire["severity"] = "high"
+    wire["acknowledged"] = True
+    wire["reasons"][0]["hint"] = "call them"
     _validator("alert.schema.json").validate(wire)
 
 
@@ -210,6 +220,8 @@ def test_alert_schema_refuses_wrong_status_and_score() -> None:
     assert not validator.is_valid({**wire, "status": "closed"})
     assert not validator.is_valid({**wire, "risk_score": 101})
     assert not validator.is_valid({**wire, "alert_id": "not-a-uuid"})
+    assert not validator.is_valid({**wire, "severity": "high"})
+    assert not validator.is_valid({**wire, "mrr_at_stake": -1})
 
 
 # --- billing events -------------------------------------------------------------------------
