@@ -95,6 +95,13 @@ class WorkerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.events_rewound = Counter(
+            "churnwatch_events_rewound",
+            "Messages put back because earlier ones of their partition had not been read: the "
+            "consumer was moved back to the first missing offset (seen around rebalances).",
+            ["topic"],
+            registry=registry,
+        )
         self.heartbeats = Counter(
             "churnwatch_heartbeats",
             "Heartbeat control messages received (each may advance its partition's event time).",

@@ -9,7 +9,10 @@ onset day late enough to have a full baseline before it and time to be detected 
 to cancel at a date after the simulation; `churn` customers cancel and, five days later, their
 subscription ends and their usage stops; `narrow` customers keep their volume but shrink to
 one user and one event type; `stall` customers never reach the activation milestones
-(`ACTIVATION`: set them as `rules.milestones`).
+(`ACTIVATION`: set them as `rules.milestones`); `dunning` customers' payment fails and is never
+recovered; `downgrade` customers move to half their MRR; `recover` customers use a tenth of
+their volume for `DIP_DAYS` days, then return to normal; `flap` customers do that twice,
+`FLAP_GAP_DAYS` apart.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ from typing import Any, Literal, TypeVar
 from churnwatch.domain.engagement import SECONDS_PER_DAY
 
 T = TypeVar("T")
-Pattern = Literal["steady", "new", "decay", "stop", "churn", "narrow", "stall"]
-PLANTED: tuple[Pattern, ...] = ("decay", "stop", "churn", "narrow", "stall")
+Pattern = Literal[
+    "steady", "new", "decay", "stop", "churn", "narrow", "stall", "dunning", "downgrade",
+    "recover", "flap",
+]  # fmt: skip
+PLANTED: tuple[Pattern, ...] = (
+    "decay", "stop", "churn", "narrow", "stall", "dunning", "downgrade", "recover", "flap",
+)  # fmt: skip
+DIP_DAYS = 8
+FLAP_GAP_DAYS = 6
 DECAY_HALF_LIFE_DAYS = 3.0
 CANCEL_NOTICE_DAYS = 5
 EVENT_TYPES = ("page_view", "report_run", "api_call", "export", "login")
@@ -61,6 +71,10 @@ class Plan:
     new_fraction: float = 0.0
     narrow_fraction: float = 0.0
     stall_fraction: float = 0.0
+    dunning_fraction: float = 0.0
+    downgrade_fraction: float = 0.0
+    recover_fraction: float = 0.0
+    flap_fraction: float = 0.0
     start: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
@@ -71,6 +85,10 @@ class Plan:
             self.new_fraction,
             self.narrow_fraction,
             self.stall_fraction,
+            self.dunning_fraction,
+            self.downgrade_fraction,
+            self.recover_fraction,
+            self.flap_fraction,
         )
         if self.customers < 1 or self.days < 1:
             raise ValueError("customers and days must be at least 1")
@@ -96,6 +114,10 @@ def customers_for(plan: Plan) -> list[Customer]:
         "new": round(plan.customers * plan.new_fraction),
         "narrow": round(plan.customers * plan.narrow_fraction),
         "stall": round(plan.customers * plan.stall_fraction),
+        "dunning": round(plan.customers * plan.dunning_fraction),
+        "downgrade": round(plan.customers * plan.downgrade_fraction),
+        "recover": round(plan.customers * plan.recover_fraction),
+        "flap": round(plan.customers * plan.flap_fraction),
     }
     counts["steady"] = plan.customers - sum(counts.values())
     patterns = [pattern for pattern, count in counts.items() for _ in range(count)]
@@ -105,19 +127,25 @@ def customers_for(plan: Plan) -> list[Customer]:
     for number, pattern in enumerate(patterns):
         first_day = rng.randint(0, min(3, plan.days - 1))
         onset = None
-        if pattern in ("decay", "stop", "narrow"):
+        if pattern in ("decay", "stop", "narrow", "dunning", "downgrade"):
             onset = rng.randint(earliest_onset, plan.days - 10)
+        elif pattern in ("recover", "flap"):  # room for the dip(s), the return and the resolve
+            room = DIP_DAYS + 12 + (FLAP_GAP_DAYS + DIP_DAYS if pattern == "flap" else 0)
+            onset = rng.randint(min(28, plan.days - room), max(28, plan.days - room))
         elif pattern == "churn":
             onset = rng.randint(earliest_onset - 10, plan.days - 5)
         elif pattern == "new":
             first_day = rng.randint(plan.days // 3, max(plan.days // 3, plan.days - 20))
         plan_name, price = _pick(rng, [(name, (name, price), w) for name, price, w in PLANS])
         channel = _pick(rng, [(name, name, weight) for name, weight in CHANNELS])
+        volume = rng.uniform(20, 200)
+        if pattern in ("recover", "flap"):  # engaged customers: a dip, not a low rank, is news
+            volume = 100 + (volume - 20) * 100 / 180
         customers.append(
             Customer(
                 customer_id=f"cust-{number:06d}",
                 pattern=pattern,
-                daily_volume=rng.uniform(20, 200),
+                daily_volume=volume,
                 first_day=first_day,
                 onset_day=onset,
                 plan=plan_name,
@@ -144,8 +172,12 @@ def volume_factor(customer: Customer, day: int) -> float:
         return 1.0
     if customer.pattern in ("stop", "churn"):
         return 0.0
-    if customer.pattern == "narrow":
+    if customer.pattern in ("narrow", "dunning", "downgrade"):
         return 1.0
+    if customer.pattern in ("recover", "flap"):
+        into = day - customer.onset_day
+        dips = [0] if customer.pattern == "recover" else [0, DIP_DAYS + FLAP_GAP_DAYS]
+        return 0.1 if any(start <= into < start + DIP_DAYS for start in dips) else 1.0
     return float(0.5 ** ((day - customer.onset_day + 1) / DECAY_HALF_LIFE_DAYS))
 
 
@@ -201,11 +233,20 @@ def billing_events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, 
         ]
         renewal = started + 30 * SECONDS_PER_DAY
         renewals_until = plan.end  # no renewal once a cancellation is requested
+        changed_at, changed_details = float("inf"), details
         if customer.pattern == "churn" and customer.onset_day is not None:
             ends = plan.start + customer.onset_day * SECONDS_PER_DAY
             renewals_until = ends - CANCEL_NOTICE_DAYS * SECONDS_PER_DAY + 60
             lifecycle.append((renewals_until, "subscription.canceled", {"effective_at": ends}))
             lifecycle.append((ends, "subscription.ended", {}))
+        elif customer.pattern == "dunning" and customer.onset_day is not None:
+            failed = plan.start + customer.onset_day * SECONDS_PER_DAY + 7200
+            renewals_until = failed
+            lifecycle.append((failed, "payment.failed", {}))
+        elif customer.pattern == "downgrade" and customer.onset_day is not None:
+            changed_details = {**details, "plan": "starter", "mrr": round(customer.mrr / 2, 2)}
+            changed_at = plan.start + customer.onset_day * SECONDS_PER_DAY + 7200
+            lifecycle.append((changed_at, "subscription.changed", changed_details))
         elif customer.pattern == "stop" and customer.onset_day is not None:
             renewals_until = plan.start + (customer.onset_day + 2) * SECONDS_PER_DAY + 3600
             lifecycle.append(
@@ -216,7 +257,8 @@ def billing_events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, 
                 )
             )
         while renewal < renewals_until:
-            lifecycle.append((renewal, "subscription.renewed", details))
+            terms = details if renewal < changed_at else changed_details
+            lifecycle.append((renewal, "subscription.renewed", terms))
             renewal += 30 * SECONDS_PER_DAY
         for number, (at, kind, fields) in enumerate(sorted(lifecycle, key=lambda e: e[0])):
             if at < plan.end:

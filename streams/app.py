@@ -24,7 +24,7 @@ from config import Settings
 from streams.assignor import CopartitionedAssignor
 from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
-from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Topics
+from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex
 from streams.topics import CLOCKS_TABLE, CUSTOMERS_TABLE
 
@@ -48,6 +48,22 @@ def never_commit(message: Any) -> None:
     partition, and this one's partition now belongs to another worker, which reads it from
     the committed offset. Marked acked before the stream acks it, Faust records nothing."""
     message.acked = True
+
+
+class FaustRewinder:
+    """Seeks Faust's consumer back; gives up only where retention removed the offsets."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def rewind(self, topic: str, partition: int, offset: int) -> bool:
+        tp = TP(topic, partition)
+        consumer = self._app.consumer
+        earliest = (await consumer.earliest_offsets(tp)).get(tp) or 0
+        if offset < earliest:
+            return False
+        await consumer.seek(tp, offset)
+        return True
 
 
 def owned_partitions(app: faust.App, topic: str) -> set[int]:
@@ -210,12 +226,13 @@ def create_worker(
     periods: PeriodSink | None = None,
     backlog: Backlog | None = None,
     owned: Callable[[], set[int]] | None = None,
+    rewinder: Rewinder | None = None,
 ) -> Worker:
     """Build the Faust app and everything it runs, without starting anything.
 
     `emitter` replaces Faust's producer for alerts and dead letters, `periods` the SQL store
     of closed periods, `backlog` the consumer's view of unread messages, `owned` the
-    assignment (agent tests, where no consumer runs).
+    assignment, `rewinder` the consumer's seek (agent tests, where no consumer runs).
     """
     register_codecs()
     if registry is None:
@@ -304,6 +321,7 @@ def create_worker(
         metrics=metrics,
         owned=owned or (lambda: owned_partitions(app, topics.usage)),
         uncommittable=never_commit,
+        rewinder=rewinder or FaustRewinder(app),
     )
     worker = Worker(
         app=app,

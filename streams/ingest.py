@@ -71,6 +71,20 @@ class NoBacklog:
         return False
 
 
+class Rewinder(Protocol):
+    """Moves the consumer of a topic-partition back to an offset."""
+
+    async def rewind(self, topic: str, partition: int, offset: int) -> bool:
+        """Read from `offset` again; False when the log no longer holds it (retention)."""
+
+
+class NoRewind:
+    """Accept every jump in offsets (agent tests, where no consumer runs)."""
+
+    async def rewind(self, topic: str, partition: int, offset: int) -> bool:
+        return False
+
+
 class PeriodSink(Protocol):
     """Where a partition's final figures of a closed period go (the SQL store)."""
 
@@ -106,6 +120,7 @@ class IngestBatch:
         owned: Callable[[], set[int]] | None = None,
         wall_clock: Callable[[], float] = time.time,
         uncommittable: Callable[[Message], None] = lambda message: None,
+        rewinder: Rewinder | None = None,
     ) -> None:
         self._engine = engine
         self._customers = customers
@@ -120,6 +135,7 @@ class IngestBatch:
         self._owned = owned
         self._wall_clock = wall_clock
         self._uncommittable = uncommittable
+        self._rewinder = rewinder or NoRewind()
         self.recorded: set[tuple[int, str]] = set()  # (partition, period label) in the store
         # Each owned partition's low-engagement cutoffs on its last evaluated day (queries).
         self.cutoffs: dict[int, dict[Labels, float]] = {}
@@ -140,6 +156,7 @@ class IngestBatch:
         sources: dict[int, list[Message]] = defaultdict(list)
         next_offsets: dict[int, dict[str, int]] = defaultdict(dict)
         owned = None if self._owned is None else self._owned()
+        rewound: set[tuple[str, int]] = set()  # read again from their expected offset
         for message in messages:
             if owned is not None and message.partition not in owned:
                 # Taken before a rebalance moved the partition away: its new owner reads it
@@ -150,7 +167,17 @@ class IngestBatch:
                 self._metrics.events_moved_away.labels(message.topic).inc()
                 continue
             read = next_offsets[message.partition]
-            read[message.topic] = max(read.get(message.topic, 0), message.offset + 1)
+            if message.topic not in read:
+                expected = self._clocks.get(message.partition).next_offsets.get(message.topic)
+                read[message.topic] = message.offset if expected is None else expected
+            if (message.topic, message.partition) in rewound or (
+                message.offset > read[message.topic] and await self._rewound(message, read)
+            ):
+                rewound.add((message.topic, message.partition))
+                self._uncommittable(message)
+                self._metrics.events_rewound.labels(message.topic).inc()
+                continue
+            read[message.topic] = max(read[message.topic], message.offset + 1)
             try:
                 item = self._parse(message, now)
             except InvalidEventError as error:
@@ -200,6 +227,26 @@ class IngestBatch:
         self._write(store, clocks)
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
+
+    async def _rewound(self, message: Message, read: dict[str, int]) -> bool:
+        """A message past the next offset its partition expects: the ones between never
+        reached this worker (a consumer that skipped ahead, as Faust's can around a
+        rebalance). Read from the expected offset again; this message and the rest of its
+        partition in the batch wait, uncommitted. True when rewound.
+
+        Offsets the log no longer holds (retention) are a real gap: accepted, logged.
+        """
+        expected = read[message.topic]
+        if await self._rewinder.rewind(message.topic, message.partition, expected):
+            return True
+        log.warning(
+            "input_offsets_gone",
+            topic=message.topic,
+            partition=message.partition,
+            expected=expected,
+            next=message.offset,
+        )
+        return False
 
     async def advance(self, partitions: set[int], to_time: float) -> None:
         """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""

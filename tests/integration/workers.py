@@ -31,6 +31,7 @@ class WorkerEnv:
     dead_letters_topic: str
     partitions: int = 4
     extra: dict[str, str] = field(default_factory=dict)
+    health_topic: str = "churnwatch.customer-health"
 
     @classmethod
     def unique(cls, bootstrap: str, name: Callable[[str], str], **extra: str) -> WorkerEnv:
@@ -42,6 +43,7 @@ class WorkerEnv:
             alerts_topic=name("alerts"),
             dead_letters_topic=name("dead"),
             extra=dict(extra),
+            health_topic=name("health"),
         )
 
     def variables(self) -> dict[str, str]:
@@ -53,6 +55,7 @@ class WorkerEnv:
             "CHURNWATCH_TOPICS__BILLING": self.billing_topic,
             "CHURNWATCH_TOPICS__ALERTS": self.alerts_topic,
             "CHURNWATCH_TOPICS__DEAD_LETTERS": self.dead_letters_topic,
+            "CHURNWATCH_TOPICS__HEALTH": self.health_topic,
             "CHURNWATCH_LOG_FORMAT": "json",
             **self.extra,
         }

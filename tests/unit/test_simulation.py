@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from churnwatch import simulation
-from churnwatch.domain.alerts import AlertEvent
+from churnwatch.domain.alerts import AlertEvent, AlertPolicy
 from churnwatch.domain.billing import parse_billing_message
 from churnwatch.domain.churn import Figures
 from churnwatch.domain.engagement import ring_days_needed
@@ -50,8 +50,13 @@ EXPECTED_REASONS = {
     "churn": {"cancel_scheduled"},
     "narrow": {"breadth_drop"},
     "stall": {"onboarding_stalled"},
+    "dunning": {"payment_failed"},
+    "downgrade": {"downgrade"},
+    "recover": {"usage_drop"},
+    "flap": {"usage_drop"},
 }
 RULES = RuleSettings(milestones=simulation.ACTIVATION)
+RULES_COOLDOWN = AlertPolicy().cooldown_days
 
 
 def run_simulation(plan: simulation.Plan) -> tuple[list[AlertEvent], list[ClosedPeriod]]:
@@ -95,6 +100,10 @@ PLAN = simulation.Plan(
     new_fraction=0.05,
     narrow_fraction=0.05,
     stall_fraction=0.05,
+    dunning_fraction=0.04,
+    downgrade_fraction=0.04,
+    recover_fraction=0.04,
+    flap_fraction=0.04,
 )
 
 
@@ -114,6 +123,15 @@ def test_rules_alert_on_every_planted_customer_and_no_other() -> None:
         assert found == EXPECTED_REASONS[customers[customer_id].pattern], customer_id
         if customers[customer_id].pattern == "churn":
             assert statuses[customer_id][-1] == "churned", customer_id
+        if customers[customer_id].pattern in ("recover", "flap"):
+            assert "resolved" in statuses[customer_id], customer_id
+    # No alert opens within the cooldown after one closed, flapping customers included.
+    closed_on: dict[str, int] = {}
+    for alert in alerts:
+        if alert.status == "opened" and alert.customer_id in closed_on:
+            assert alert.as_of_day - closed_on[alert.customer_id] >= RULES_COOLDOWN
+        if alert.status in ("resolved", "churned"):
+            closed_on[alert.customer_id] = alert.as_of_day
     # Anyone else alerted is among the least engaged of its segment, and only for that.
     others = set(reasons) - planted
     assert others, "the bottom tenth of the larger segments is flagged"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from churnwatch.domain.customer import CustomerState
 from config import load_settings
 from streams.app import MemoryPeriodSink, Worker, create_worker
-from streams.ingest import NoBacklog
+from streams.ingest import NoBacklog, NoRewind
 
 DAY = 86_400.0
 START = 1_577_836_800.0  # 2020-01-01
@@ -50,6 +51,7 @@ def worker(tmp_path: Path, emitter: ListEmitter) -> Worker:
         periods=MemoryPeriodSink(),
         backlog=NoBacklog(),
         owned=lambda: {0},  # test_context() delivers everything on partition 0
+        rewinder=NoRewind(),
     )
     worker.app.finalize()
     worker.app.flow_control.resume()
@@ -146,3 +148,71 @@ def test_agent_opens_an_alert_when_a_customer_goes_silent(
     opened = [a for a in alerts if a["status"] == "opened"]
     assert len(opened) == 1
     assert "inactive" in {r["code"] for a in alerts for r in a["reasons"]}
+
+
+class ScriptedRewinder:
+    """Records rewinds; the log holds offsets from `earliest` on."""
+
+    def __init__(self, earliest: int = 0) -> None:
+        self.earliest = earliest
+        self.calls: list[tuple[str, int, int]] = []
+
+    async def rewind(self, topic: str, partition: int, offset: int) -> bool:
+        self.calls.append((topic, partition, offset))
+        return offset >= self.earliest
+
+
+def test_a_jump_in_offsets_rewinds_and_applies_nothing_past_it(
+    tmp_path: Path, emitter: ListEmitter
+) -> None:
+    rewinder = ScriptedRewinder()
+    worker = plain_worker(tmp_path, emitter, rewinder)
+    topic = worker.settings.topics.usage
+    first = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(3)]
+    asyncio.run(worker.ingest.handle(first))
+    # Offsets 3 and 4 never arrive: 5 and 6 must wait for them, uncommitted.
+    later = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in (5, 6)]
+    asyncio.run(worker.ingest.handle(later))
+
+    assert rewinder.calls == [(topic, 0, 3)]
+    assert all(m.acked for m in later)  # marked so Faust never commits their offsets
+    assert worker.customers.data["c-1"].events == 3
+    assert sample_sum(worker, "churnwatch_events_rewound_total") == 2
+    # Read again from 3, everything applies once.
+    again = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(3, 7)]
+    asyncio.run(worker.ingest.handle(again))
+    assert worker.customers.data["c-1"].events == 7
+
+
+def test_offsets_removed_by_retention_are_a_real_gap(tmp_path: Path, emitter: ListEmitter) -> None:
+    rewinder = ScriptedRewinder(earliest=10)
+    worker = plain_worker(tmp_path, emitter, rewinder)
+    topic = worker.settings.topics.usage
+    asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-1", usage("c-1", START))]))
+    asyncio.run(worker.ingest.handle([Msg(topic, 0, 12, b"c-1", usage("c-1", START + 5, n=1))]))
+
+    assert rewinder.calls == [(topic, 0, 1)]
+    assert worker.customers.data["c-1"].events == 2
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    acked: bool = False
+
+
+def plain_worker(tmp_path: Path, emitter: ListEmitter, rewinder: ScriptedRewinder) -> Worker:
+    settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600)
+    return create_worker(
+        settings,
+        CollectorRegistry(),
+        emitter=emitter,
+        periods=MemoryPeriodSink(),
+        backlog=NoBacklog(),
+        owned=lambda: {0},
+        rewinder=rewinder,
+    )
