@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents import alert_sink, clock, figures, ingest, notifier, rebalance, web
-
+from agents import alert_sink, api, clock, figures, ingest, notifier, rebalance, web
 from churnwatch.store.alerts import AlertStore
 
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ def install_all(worker: Worker) -> None:
     rebalance.install(worker)
     web.install(worker)
     alert_sink.install(worker)
+    api.install(worker)
     if worker.settings.notify.active:
         notifier.install(worker, ledger=alert_store(worker))
 

@@ -32,7 +32,7 @@ def run_demo(args: argparse.Namespace) -> int:
     workdir = settings.cache_dir / "demo"
     say(
         f"churnwatch demo: {args.customers:,} customers, {args.days} days of usage, "
-        f"{args.decay_fraction + args.stop_fraction:.0%} planted drop-offs"
+        f"{_planted_drop_offs(args):.0%} planted drop-offs"
     )
     lib_dir = ensure_kafka(settings.cache_dir, REPO_POM)
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
@@ -53,6 +53,12 @@ def run_demo(args: argparse.Namespace) -> int:
     store = f"sqlite:///{workdir / 'churnwatch.sqlite3'}"
     say(f"  churnwatch report --period 2020-02 --database-url {store}")
     return 0
+
+
+def _planted_drop_offs(args: argparse.Namespace) -> float:
+    """Share of customers planted to drop off: decaying, stopping, narrowing or stalling."""
+    shares = (args.decay_fraction, args.stop_fraction, args.narrow_fraction, args.stall_fraction)
+    return float(sum(shares))
 
 
 def say(text: str) -> None:

@@ -2,7 +2,8 @@
 
 Deterministic for a seed. Every customer subscribes on its first day (plan, channel, MRR) and
 renews monthly. Steady and new customers use the product every day at their own volume (+-20%),
-with up to five users and every event type, so a correct monitor opens no alert for them other
+with up to five users and every event type (both activation milestones on their first day), so
+a correct monitor opens no alert for them other
 than `low_engagement` for the least engaged tenth of a segment. Planted customers change at an
 onset day late enough to have a full baseline before it and time to be detected after it:
 `decay` customers' usage halves every few days; `stop` customers stop using the product and ask
@@ -197,8 +198,13 @@ def events(plan: Plan, customers: list[Customer]) -> Iterator[dict[str, Any]]:
             count = 1 + min(_poisson(rng, 1.5), 6)
             narrowed = customer.pattern == "narrow" and day >= (customer.onset_day or 0)
             kinds = STALLED_EVENT_TYPES if customer.pattern == "stall" else EVENT_TYPES
+            onboarding = day == customer.first_day and customer.pattern != "stall"
+            if onboarding:  # everyone but `stall` reaches the milestones on the first day
+                count = max(count, len(ACTIVATION))
             for k in range(count):
                 event_type, user = rng.choice(kinds), rng.randint(1, 5)
+                if onboarding and k < len(ACTIVATION):
+                    event_type = list(ACTIVATION)[k]
                 if narrowed:
                     event_type, user = "page_view", 1
                 todays.append(

@@ -239,6 +239,18 @@ class Settings(BaseSettings):
     churn: ChurnSettings = ChurnSettings()
     limits: EventLimits = EventLimits()
 
+    @model_validator(mode="after")
+    def _segment_rules_fit(self) -> Settings:
+        for entry in self.alerts.segment_rules:
+            try:
+                entry.apply_to(self.rules)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"alerts.segment_rules {entry.match}: {problems}") from None
+        return self
+
     @property
     def bootstrap_servers(self) -> list[str]:
         """Broker URL as kafka-python wants it (`host:port` strings)."""

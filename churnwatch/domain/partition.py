@@ -106,6 +106,14 @@ class PartitionEngine:
     # Thresholds for segments: the first whose every (name, value) the customer has applies.
     segment_thresholds: tuple[tuple[Labels, Thresholds], ...] = ()
 
+    def tracked_milestones(self) -> dict[str, int]:
+        """Milestone event types any segment's thresholds name, each with the largest count."""
+        needed = dict(self.thresholds.milestones)
+        for _, limits in self.segment_thresholds:
+            for event_type, count in limits.milestones.items():
+                needed[event_type] = max(count, needed.get(event_type, 0))
+        return needed
+
     def thresholds_for(self, labels: Labels) -> Thresholds:
         have = set(labels)
         for match, thresholds in self.segment_thresholds:
@@ -125,6 +133,7 @@ class PartitionEngine:
         `backlog` names the inputs with unread messages beyond this batch.
         """
         result = BatchResult()
+        milestones = self.tracked_milestones()
         order = sorted(range(len(messages)), key=lambda i: KINDS.index(_kind(messages[i][1])))
         remaining = Counter(_kind(item) for _, item in messages)
         for position in order:
@@ -156,7 +165,7 @@ class PartitionEngine:
             self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
             if state is None:
                 state = CustomerState.new(item.customer_id, clock.partition, None, self.ring_days)
-            if _apply(state, offset, item, self.thresholds.milestones):
+            if _apply(state, offset, item, milestones):
                 result.applied += 1
             else:
                 result.duplicates.append(position)
@@ -196,7 +205,9 @@ class PartitionEngine:
             period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
             if period.start == as_of_day * SECONDS_PER_DAY:
                 self._close_period(clock.partition, period.previous(), customers, store, result)
-            labels = {state.customer_id: self._labels(state, as_of_day) for state in customers}
+            labels = {
+                state.customer_id: self.segment_labels(state, as_of_day) for state in customers
+            }
             cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
             for state in customers:
                 cutoff = cutoffs.get(labels[state.customer_id])
@@ -227,7 +238,8 @@ class PartitionEngine:
             if compacted or state.active_marks != marks:
                 store.put(state)
 
-    def _labels(self, state: CustomerState, as_of_day: int) -> Labels:
+    def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
+        """The customer's segment attributes as of a day (() without billing)."""
         if state.billing is None:
             return ()
         account = state.billing.at(as_of_day * SECONDS_PER_DAY)
@@ -237,18 +249,22 @@ class PartitionEngine:
         self, customers: list[CustomerState], labels: Mapping[str, Labels], as_of_day: int
     ) -> dict[Labels, float]:
         """Each segment's bottom-share usage rate among this partition's subscribed customers."""
-        limits = self.thresholds
-        if limits.low_engagement_share <= 0:
-            return {}
-        rates = []
+        rates: dict[Labels, list[tuple[Labels, float]]] = {}
         for state in customers:
             segment = labels[state.customer_id]
-            rate = engagement_rate(state, as_of_day, self.thresholds_for(segment))
+            limits = self.thresholds_for(segment)
+            if limits.low_engagement_share <= 0:
+                continue
+            rate = engagement_rate(state, as_of_day, limits)
             if rate is not None:
-                rates.append((segment, rate))
-        return low_engagement_cutoffs(
-            rates, limits.low_engagement_share, limits.low_engagement_min_population
-        )
+                rates.setdefault(segment, []).append((segment, rate))
+        cutoffs: dict[Labels, float] = {}
+        for segment, ranked in rates.items():
+            limits = self.thresholds_for(segment)
+            cutoffs |= low_engagement_cutoffs(
+                ranked, limits.low_engagement_share, limits.low_engagement_min_population
+            )
+        return cutoffs
 
     def assess(
         self, state: CustomerState, as_of_day: int, cutoff: float | None = None
@@ -257,7 +273,7 @@ class PartitionEngine:
 
         `cutoff` is its segment's low-engagement rate that day (`BatchResult.cutoffs`).
         """
-        segment = self._labels(state, as_of_day)
+        segment = self.segment_labels(state, as_of_day)
         churned = has_churned(state, as_of_day)
         limits = self.thresholds_for(segment)
         reasons = () if churned else evaluate(state, as_of_day, limits, cutoff)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from churnwatch.notify.transition import Transition
+from churnwatch.domain.alertwire import Transition
 from config.notify import PagerDutyTarget, SlackTarget, Target, WebhookTarget
 
 SUMMARY_LIMIT: Final = 1024  # PagerDuty payload.summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from churnwatch.notify.transition import Transition
+from churnwatch.domain.alertwire import Transition
 from config.notify import SEVERITY_RANK, Route, RouteMatch
 
 

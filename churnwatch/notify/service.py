@@ -22,6 +22,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from churnwatch.domain.alertwire import Transition
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.notify.delivery import Deliverer, HttpTransport
 from churnwatch.notify.ledger import NotificationLedger
@@ -29,7 +30,7 @@ from churnwatch.notify.metrics import NotifierMetrics
 from churnwatch.notify.payloads import outbound_for
 from churnwatch.notify.ratelimit import TokenBucket
 from churnwatch.notify.routes import select_routes
-from churnwatch.notify.transition import Transition, parse_transition
+from churnwatch.notify.transition import parse_transition
 from config.notify import NotifySettings, Route
 
 log = structlog.get_logger(__name__)

@@ -6,7 +6,7 @@ state moves only forward, to a transition later in (event_time, lifecycle order)
 upsert whose WHERE refuses anything older: a redelivered or late message never takes it back,
 and any order and any duplication of the same transitions leave the same rows.
 
-Messages are validated here too (`decode_transition`), leniently, as docs/alert-store.md says.
+Messages are validated by `churnwatch.domain.alertwire`, strictly (docs/alert-store.md).
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -37,26 +34,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from churnwatch.domain.alertwire import OPEN_STATUSES, REASON_CODE, SEVERITIES, reason_of
+from churnwatch.domain.alertwire import STATUSES as STATUSES
+from churnwatch.domain.alertwire import Transition as Transition
+from churnwatch.domain.alertwire import decode_transition as decode_transition
+from churnwatch.domain.alertwire import parse_transition as parse_transition
 from churnwatch.exceptions import (
     AlertNotFoundError,
     ConfigError,
-    InvalidAlertError,
     InvalidAlertRequestError,
 )
 from churnwatch.store.migrations import upgrade
 from churnwatch.store.models import Alert, AlertTransition, Base, Notification, open_engine
 
-SCHEMA = "churnwatch.alert/1"
-STATUSES = ("opened", "escalated", "resolved", "churned")  # lifecycle order
-OPEN_STATUSES = frozenset({"opened", "escalated"})
-SEVERITIES = ("info", "warning", "critical")
-DEFAULT_SEVERITY = "warning"  # messages from before severity existed, or an unknown level
-REASON_CODE = re.compile(r"[a-z][a-z_]{0,63}")
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_ID_LENGTH = 1024
-MAX_SEGMENT_ATTRIBUTES = 16
-MAX_REASONS = 64
-MAX_MRR = 1e13  # currency units; more is a unit mistake upstream, not revenue
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 MAX_LIMIT = 1000
 MAX_NAME_LENGTH = 256  # who acknowledged or snoozed
@@ -77,149 +67,6 @@ STATE_COLUMNS = (
     "event_time",
     "updated_at",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One alert transition from the wire (alertwire: churnwatch.alert/1), validated."""
-
-    alert_id: str
-    customer_id: str
-    status: str
-    severity: str
-    risk_score: int
-    mrr_at_stake_cents: int
-    currency: str | None
-    segment: dict[str, str]
-    reasons: tuple[dict[str, Any], ...]
-    opened_at: datetime
-    event_time: datetime
-    emitted_at: datetime | None = None
-
-    @property
-    def key(self) -> tuple[str, str, datetime]:
-        """What a re-send repeats: deduplicate on it."""
-        return self.alert_id, self.status, self.event_time
-
-    @property
-    def order(self) -> tuple[datetime, int]:
-        """Later transitions of one alert sort higher: event time, then lifecycle order."""
-        return self.event_time, STATUSES.index(self.status)
-
-    @property
-    def reason_codes(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(str(reason["code"]) for reason in self.reasons))
-
-
-def decode_transition(raw: bytes | None) -> Transition:
-    """Decode and validate one alerts-topic message value (InvalidAlertError if it cannot)."""
-    if raw is None:
-        raise InvalidAlertError("empty", "the message has no value")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise InvalidAlertError("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidAlertError("not_json", str(exc)[:200]) from None
-    if not isinstance(payload, dict):
-        raise InvalidAlertError("not_object", "the message is not a JSON object")
-    return parse_transition(payload)
-
-
-def parse_transition(payload: Mapping[str, Any]) -> Transition:
-    """Validate a decoded alert; tolerate unknown fields and reason codes, default new fields.
-
-    Fields added after v1 (severity, mrr_at_stake, currency, segment) may be missing.
-    """
-    schema = payload.get("schema")
-    if schema != SCHEMA:
-        raise InvalidAlertError("unknown_schema", f"schema is {schema!r}, not {SCHEMA!r}")
-    status = _text(payload, "status", 16)
-    if status not in STATUSES:
-        raise InvalidAlertError("invalid_value", f"status {status!r} is not one of {STATUSES}")
-    severity = payload.get("severity")
-    if severity not in SEVERITIES:
-        severity = DEFAULT_SEVERITY  # missing, or a newer producer's level: as the notifier does
-    currency = payload.get("currency")
-    if currency is not None and not (isinstance(currency, str) and 0 < len(currency) <= 8):
-        raise InvalidAlertError("invalid_value", f"currency {currency!r} is not a code")
-    return Transition(
-        alert_id=_text(payload, "alert_id", 64),
-        customer_id=_text(payload, "customer_id", MAX_ID_LENGTH),
-        status=status,
-        severity=severity,
-        risk_score=round(_number(payload.get("risk_score"), "risk_score", 0, 100)),
-        mrr_at_stake_cents=round(_number(payload.get("mrr_at_stake", 0), "mrr", 0, MAX_MRR) * 100),
-        currency=currency,
-        segment=_segment(payload.get("segment")),
-        reasons=_reasons(payload.get("reasons")),
-        opened_at=_time(payload, "opened_at"),
-        event_time=_time(payload, "event_time"),
-        emitted_at=_time(payload, "emitted_at") if "emitted_at" in payload else None,
-    )
-
-
-def _text(payload: Mapping[str, Any], field: str, longest: int) -> str:
-    value = payload.get(field)
-    if value is None:
-        raise InvalidAlertError("missing_field", f"{field} is missing")
-    if not isinstance(value, str) or not value or len(value) > longest:
-        raise InvalidAlertError("invalid_value", f"{field} must be text of 1 to {longest} chars")
-    return value
-
-
-def _number(value: object, field: str, low: float, high: float) -> float:
-    if value is None:
-        raise InvalidAlertError("missing_field", f"{field} is missing")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidAlertError("wrong_type", f"{field} must be a number")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise InvalidAlertError("invalid_value", f"{field} {value!r} is not in [{low}, {high}]")
-    return float(value)
-
-
-def _time(payload: Mapping[str, Any], field: str) -> datetime:
-    value = payload.get(field)
-    if value is None:
-        raise InvalidAlertError("missing_field", f"{field} is missing")
-    try:
-        if not isinstance(value, str) or len(value) > 40:
-            raise ValueError(value)
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidAlertError("invalid_value", f"{field} is not RFC 3339: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise InvalidAlertError("invalid_value", f"{field} has no UTC offset: {value!r}")
-    return parsed.astimezone(UTC)
-
-
-def _segment(value: object) -> dict[str, str]:
-    """Attribute -> value as text; null values are dropped (an attribute not known)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_SEGMENT_ATTRIBUTES:
-        raise InvalidAlertError("invalid_value", "segment must be an object of a few attributes")
-    segment: dict[str, str] = {}
-    for key, item in value.items():
-        if item is None:
-            continue
-        if not isinstance(item, str | int | float) or len(str(key)) > 64 or len(str(item)) > 256:
-            raise InvalidAlertError("invalid_value", f"segment attribute {key!r} is not text")
-        segment[str(key)] = str(item)
-    return segment
-
-
-def _reasons(value: object) -> tuple[dict[str, Any], ...]:
-    """Reasons as sent (unknown codes and fields kept); each needs a well-formed code."""
-    if value is None:
-        raise InvalidAlertError("missing_field", "reasons is missing")
-    if not isinstance(value, list) or len(value) > MAX_REASONS:
-        raise InvalidAlertError("invalid_value", f"reasons must be a list of <= {MAX_REASONS}")
-    for reason in value:
-        code = reason.get("code") if isinstance(reason, dict) else None
-        if not isinstance(code, str) or not REASON_CODE.fullmatch(code):
-            raise InvalidAlertError("invalid_value", f"reason without a valid code: {reason!r}")
-    return tuple(dict(reason) for reason in value)
 
 
 class TransitionRecorder(Protocol):
@@ -555,7 +402,7 @@ def _transition_row(transition: Transition, now: datetime) -> dict[str, Any]:
         "mrr_at_stake_cents": transition.mrr_at_stake_cents,
         "currency": transition.currency,
         "segment": transition.segment,
-        "reasons": list(transition.reasons),
+        "reasons": [dict(reason.fields) for reason in transition.reasons],
         "opened_at": transition.opened_at,
         "emitted_at": transition.emitted_at,
         "recorded_at": now,
@@ -581,13 +428,14 @@ def _transition(row: AlertTransition) -> Transition:
         status=row.status,
         severity=row.severity,
         risk_score=row.risk_score,
-        mrr_at_stake_cents=row.mrr_at_stake_cents,
+        mrr_at_stake=row.mrr_at_stake_cents / 100,
         currency=row.currency,
         segment=dict(row.segment),
-        reasons=tuple(row.reasons),
+        reasons=tuple(reason_of(reason) for reason in row.reasons),
         opened_at=row.opened_at,
         event_time=row.event_time,
-        emitted_at=row.emitted_at,
+        # A row stored while emitted_at was optional: when the store first saw it instead.
+        emitted_at=row.emitted_at or row.recorded_at,
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from agents import alert_sink
 from churnwatch.exceptions import (
@@ -395,6 +395,32 @@ def test_a_mapping_that_does_not_validate_writes_nothing(store: AlertStore, url:
     with pytest.raises(InvalidAlertError):
         store.record([wire(f"{p}-a"), {"schema": "churnwatch.alert/1"}])
     assert stored_transitions(url, p) == []
+
+
+def test_history_reads_back_reasons_as_sent_and_the_same_transition(store: AlertStore) -> None:
+    message = wire("a", codes=("usage_drop", "seat_churn"), mrr_at_stake=129.5, currency="EUR")
+    message["reasons"][1]["extra"] = {"nested": True}
+    store.record([message])
+
+    (stored,) = store.transitions("a")
+
+    assert stored == parse_transition(message)
+    assert stored.reasons[1]["extra"] == {"nested": True}
+    assert store.get("a").reasons[1]["extra"] == {"nested": True}
+
+
+def test_a_row_stored_without_emitted_at_reads_back_with_the_time_it_was_recorded(
+    store: AlertStore, url: str
+) -> None:
+    store.record([wire("a")])
+    engine = open_engine(url)
+    with engine.begin() as connection:
+        connection.execute(update(AlertTransition).values(emitted_at=None))
+        recorded = connection.scalar(select(AlertTransition.recorded_at))
+    engine.dispose()
+
+    assert recorded is not None
+    assert store.transitions("a")[0].emitted_at == recorded
 
 
 def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:

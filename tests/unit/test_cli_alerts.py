@@ -1,4 +1,7 @@
-"""`churnwatch alerts list|ack|snooze` through the CLI's main(), on a temporary SQLite store."""
+"""`churnwatch alerts list|ack|snooze` through the CLI's main(), on a temporary SQLite store.
+
+Also the shares of planted customers `simulate` and `demo` pass to the simulation plan.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from churnwatch.cli import format_transition, main, parse_until
+from churnwatch import simulation
+from churnwatch.alerts_cli import format_transition, parse_until
+from churnwatch.cli import build_parser, main, plan_from
 from churnwatch.exceptions import ChurnwatchError
 from churnwatch.store.alerts import AlertStore, parse_transition
 from tests.unit.test_alert_store import START, wire
@@ -206,3 +211,25 @@ def test_until_accepts_spans_and_rfc3339() -> None:
     assert parse_until("2024-03-02T01:00:00+01:00", now) == datetime(2024, 3, 2, tzinfo=UTC)
     with pytest.raises(ChurnwatchError):
         parse_until("3 days", now)
+
+
+# -- churnwatch simulate / demo: planted shares --------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_narrow_and_stall_shares_reach_the_plan(command: str) -> None:
+    argv = [command, "--customers", "1000", "--narrow-fraction", "0.04", "--stall-fraction", "0.03"]
+
+    plan = plan_from(build_parser().parse_args(argv))
+    patterns = [customer.pattern for customer in simulation.customers_for(plan)]
+
+    assert (plan.narrow_fraction, plan.stall_fraction) == (0.04, 0.03)
+    assert (patterns.count("narrow"), patterns.count("stall")) == (40, 30)
+
+
+def test_narrow_and_stall_default_to_none_and_a_bad_share_is_a_clear_error() -> None:
+    plan = plan_from(build_parser().parse_args(["simulate"]))
+
+    assert (plan.narrow_fraction, plan.stall_fraction) == (0.0, 0.0)
+    with pytest.raises(ChurnwatchError, match="invalid simulation: fractions cannot be negative"):
+        plan_from(build_parser().parse_args(["simulate", "--stall-fraction", "-0.1"]))

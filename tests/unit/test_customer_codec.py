@@ -142,4 +142,3 @@ def test_records_written_before_breadth_and_severity_were_kept_still_read() -> N
     assert read.ring.breadth_between(0, 10**6) == (0.0, 0.0)
     assert read.alert is not None
     assert (read.alert.severity, read.alert.clear_since_day) == ("warning", None)
-

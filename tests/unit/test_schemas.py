@@ -115,6 +115,8 @@ def test_every_documented_schema_is_present() -> None:
         "billing-event.schema.json",
         "heartbeat.schema.json",
         "alert.schema.json",
+        "customer-health.schema.json",
+        "snooze-control.schema.json",
     }
 
 
