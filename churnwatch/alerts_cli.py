@@ -109,6 +109,13 @@ def add_alerts_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     snooze.add_argument("--until", required=True, metavar="TIME", help="RFC 3339 or 30m/12h/3d/2w")
     snooze.add_argument("--by", required=True, metavar="WHO", help="who snoozes it")
+    snooze.add_argument("--broker", dest="broker_url", help="Kafka URL, kafka://host:port")
+    snooze.add_argument(
+        "--store-only",
+        action="store_true",
+        help="only record the snooze (no notification); do not tell the stream, which then may "
+        "open a new alert for the customer before TIME",
+    )
     snooze.set_defaults(handler=_alerts_snooze)
 
 
@@ -182,7 +189,33 @@ def _alerts_snooze(args: argparse.Namespace) -> int:
     with _alert_store(args) as store:
         alert = store.snooze(args.alert_id, until=until, by=args.by, at=now)
     print(f"snoozed {alert.alert_id} ({alert.customer_id}) until {until.isoformat()}")
+    if not args.store_only:
+        _tell_stream(_settings(args), alert.customer_id, until)
     return 0
+
+
+def _tell_stream(settings: Settings, customer_id: str, until: datetime) -> None:
+    """Send the snooze control message, so the owning worker opens no alert before `until`."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from streams.commands import snooze_message
+
+    key, value = snooze_message(customer_id, until)
+    try:
+        producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, acks="all", client_id="churnwatch-cli"
+        )
+        try:
+            producer.send(settings.topics.usage, key=key, value=value).get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as exc:
+        raise ChurnwatchError(
+            f"snooze stored, but the stream was not told (no broker at {settings.broker_url}: "
+            f"{exc}); run again when Kafka is up, or use --store-only"
+        ) from exc
+    print(f"told the stream: no new alert for {customer_id} before {until.isoformat()}")
 
 
 def _alerts_tail(args: argparse.Namespace) -> int:

@@ -79,30 +79,54 @@ class Plan:
     start: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
-        fractions = (
-            self.decay_fraction,
-            self.stop_fraction,
-            self.churn_fraction,
-            self.new_fraction,
-            self.narrow_fraction,
-            self.stall_fraction,
-            self.dunning_fraction,
-            self.downgrade_fraction,
-            self.recover_fraction,
-            self.flap_fraction,
-        )
+        fractions: dict[Pattern, float] = {
+            "decay": self.decay_fraction,
+            "stop": self.stop_fraction,
+            "churn": self.churn_fraction,
+            "new": self.new_fraction,
+            "narrow": self.narrow_fraction,
+            "stall": self.stall_fraction,
+            "dunning": self.dunning_fraction,
+            "downgrade": self.downgrade_fraction,
+            "recover": self.recover_fraction,
+            "flap": self.flap_fraction,
+        }
         if self.customers < 1 or self.days < 1:
             raise ValueError("customers and days must be at least 1")
-        if min(fractions) < 0:
+        if min(fractions.values()) < 0:
             raise ValueError("fractions cannot be negative")
-        if sum(fractions) > 1:
+        if not all(math.isfinite(fraction) for fraction in fractions.values()):
+            raise ValueError("fractions must be finite numbers")
+        if sum(fractions.values()) > 1:
             raise ValueError("the fractions of planted and new customers cannot exceed 1")
-        if self.days < 45 and sum(fractions) > 0:
-            raise ValueError("planting drop-offs needs at least 45 days (baseline + detection)")
+        too_short = [
+            f"{pattern} needs {min_days(pattern)}"
+            for pattern, fraction in fractions.items()
+            if fraction > 0 and self.days < min_days(pattern)
+        ]
+        if too_short:
+            raise ValueError(
+                f"{self.days} days are too few to plant every pattern asked for "
+                f"({', '.join(too_short)}): add days or set those fractions to 0"
+            )
 
     @property
     def end(self) -> float:
         return self.start + self.days * SECONDS_PER_DAY
+
+
+def min_days(pattern: Pattern) -> int:
+    """The fewest days in which every onset `customers_for` can draw falls inside the plan."""
+    if pattern in ("decay", "stop", "narrow", "dunning", "downgrade"):
+        return 46  # onset from max(36, ceil(days * 0.55)) to days - 10: else an empty range
+    if pattern == "churn":
+        return 31  # subscription ends from max(26, ceil(days * 0.55) - 10) to days - 5
+    # Onset up to max(28, days - room): below this the dips can run past the last day.
+    if pattern == "recover":
+        return 28 + DIP_DAYS
+    if pattern == "flap":
+        return 28 + DIP_DAYS + FLAP_GAP_DAYS + DIP_DAYS
+    return 1  # `new` joins from day days // 3 to days - 20; steady and stall draw no onset
 
 
 def customers_for(plan: Plan) -> list[Customer]:

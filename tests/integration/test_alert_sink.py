@@ -244,3 +244,48 @@ def run_sink_worker() -> None:
 
 if __name__ == "__main__":
     run_sink_worker()
+
+
+def test_snooze_tells_the_stream_in_the_customers_partition(
+    kafka_bootstrap: str,
+    create_topics: CreateTopics,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.partitioner.default import murmur2
+
+    usage_topic = unique_name("usage")
+    create_topics([usage_topic], partitions=4)
+    monkeypatch.setenv("CHURNWATCH_TOPICS__USAGE", usage_topic)
+    url = f"sqlite:///{tmp_path / 'alerts.sqlite3'}"
+    wire = universe(new_prefix())[0]
+    store = AlertStore(url)
+    store.migrate()
+    store.record([parse_transition(wire)])
+    store.close()
+
+    code = main(
+        [
+            "alerts", "snooze", wire["alert_id"], "--until", "3d", "--by", "bo",
+            "--database-url", url, "--broker", f"kafka://{kafka_bootstrap}",
+        ]
+    )  # fmt: skip
+
+    assert code == 0
+    assert "told the stream" in capsys.readouterr().out
+    key = wire["customer_id"].encode()
+    partition = (murmur2(key) & 0x7FFFFFFF) % 4  # Kafka's default partitioner
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, consumer_timeout_ms=10_000)
+    try:
+        consumer.assign([TopicPartition(usage_topic, partition)])
+        consumer.seek_to_beginning()
+        message = next(iter(consumer))
+    finally:
+        consumer.close()
+    assert message.key == key
+    control = orjson.loads(message.value)
+    assert (control["control"], control["customer_id"]) == ("snooze", wire["customer_id"])
+    assert control["until"] is not None

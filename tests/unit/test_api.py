@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from prometheus_client import CollectorRegistry
 
-from agents import api
+from agents import api, api_formats
 from churnwatch.broker import free_port
 from churnwatch.domain.alertwire import Transition, parse_transition
 from churnwatch.domain.events import Snooze, parse_usage_message
@@ -666,7 +666,7 @@ def test_json_stays_the_default_and_a_bad_format_is_a_400(worker: Worker) -> Non
     ],
 )
 def test_the_accept_header_picks_csv_only_when_ranked_higher(accept: str, csv_wanted: bool) -> None:
-    assert api.prefers_csv(accept) is csv_wanted
+    assert api_formats.prefers_csv(accept) is csv_wanted
 
 
 # -- the bearer token ---------------------------------------------------------------------------
@@ -866,7 +866,7 @@ def test_transitions_keep_every_reason_field_as_sent() -> None:
     sent["reasons"][0]["measure"] = "users"
     parsed: Transition = parse_transition(sent)
 
-    assert api.transition_json(parsed)["reasons"] == sent["reasons"]
+    assert api_formats.transition_json(parsed)["reasons"] == sent["reasons"]
 
 
 def test_responses_match_their_openapi_schemas(tmp_path: Path, store: AlertStore) -> None:

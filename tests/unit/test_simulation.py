@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+from unittest import mock
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from churnwatch import simulation
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy
@@ -184,11 +189,85 @@ def test_closed_period_figures_match_the_simulated_ground_truth() -> None:
     ("kwargs", "message"),
     [
         ({"customers": 0, "days": 60}, "at least 1"),
-        ({"customers": 10, "days": 30}, "45 days"),
+        ({"customers": 10, "days": 30}, r"decay needs 46, stop needs 46\)"),
+        ({"customers": 10, "days": 45}, "decay needs 46"),
+        ({"customers": 10, "days": 49, "flap_fraction": 0.1}, r"\(flap needs 50\)"),
         ({"customers": 10, "days": 60, "decay_fraction": 0.7, "stop_fraction": 0.4}, "exceed"),
         ({"customers": 10, "days": 60, "churn_fraction": -0.1}, "negative"),
+        ({"customers": 10, "days": 60, "churn_fraction": float("nan")}, "finite"),
     ],
 )
 def test_impossible_plans_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         simulation.Plan(**kwargs)  # type: ignore[arg-type]
+
+
+FRACTIONS = {f"{pattern}_fraction": pattern for pattern in (*simulation.PLANTED, "new")}
+
+
+def change_days(customer: simulation.Customer) -> tuple[int, int]:
+    """The first and last day on which a simulated customer's planted change shows."""
+    onset = customer.onset_day
+    if onset is None:
+        return customer.first_day, customer.first_day
+    if customer.pattern == "churn":
+        return onset - simulation.CANCEL_NOTICE_DAYS, onset
+    if customer.pattern == "recover":
+        return onset, onset + simulation.DIP_DAYS - 1
+    if customer.pattern == "flap":
+        return onset, onset + 2 * simulation.DIP_DAYS + simulation.FLAP_GAP_DAYS - 1
+    return onset, onset
+
+
+@st.composite
+def plan_fields(draw: st.DrawFn) -> dict[str, Any]:
+    fraction = st.one_of(st.just(0.0), st.floats(0.001, 0.09))
+    return {
+        "customers": draw(st.integers(1, 150)),
+        "days": draw(st.integers(1, 90)),
+        "seed": draw(st.integers(0, 2**16)),
+        **{name: draw(fraction) for name in FRACTIONS},
+    }
+
+
+@given(fields=plan_fields())
+def test_every_plan_that_validates_builds_and_every_refusal_names_its_patterns(
+    fields: dict[str, Any],
+) -> None:
+    days = fields["days"]
+    short = {
+        pattern
+        for name, pattern in FRACTIONS.items()
+        if fields[name] > 0 and days < simulation.min_days(pattern)
+    }
+    if short:
+        with pytest.raises(ValueError, match=f"^{days} days are too few") as refused:
+            simulation.Plan(**fields)
+        for pattern in (*simulation.PLANTED, "new"):
+            named = f"{pattern} needs {simulation.min_days(pattern)}" in str(refused.value)
+            assert named is (pattern in short), pattern
+    else:
+        plan = simulation.Plan(**fields)
+        for customer in simulation.customers_for(plan):
+            first, last = change_days(customer)
+            assert 0 <= customer.first_day < days
+            assert 0 <= first <= last < days, customer
+
+
+@pytest.mark.parametrize(
+    "pattern", [pattern for pattern in simulation.PLANTED if simulation.min_days(pattern) > 1]
+)
+def test_one_day_short_of_min_days_a_planted_change_does_not_fit(
+    pattern: simulation.Pattern,
+) -> None:
+    fields: dict[str, Any] = dict.fromkeys(FRACTIONS, 0.0) | {f"{pattern}_fraction": 1.0}
+    days = simulation.min_days(pattern)
+    at_minimum = simulation.customers_for(simulation.Plan(200, days, **fields))
+    assert all(change_days(customer)[1] < days for customer in at_minimum)
+    with mock.patch.object(simulation.Plan, "__post_init__", return_value=None):
+        short = simulation.Plan(200, days - 1, **fields)
+    try:
+        customers = simulation.customers_for(short)
+    except ValueError:
+        return  # an empty range to draw the onset from
+    assert any(change_days(customer)[1] >= days - 1 for customer in customers)
