@@ -349,8 +349,18 @@ def test_either_of_two_workers_answers_for_any_customer_from_its_owner(
     customers, produced = simulate(env, ROUTING_PLAN)
     workers = [ApiWorker(env, tmp_path, "first").start(), ApiWorker(env, tmp_path, "second")]
     try:
-        workers[1].start()
         end = ROUTING_PLAN.end + 1
+        # The second joins once the first has read the history: a hand-over mid-history is
+        # the known issue of tests/integration/test_figures.py, not what this test is about.
+        wait_until(
+            lambda: (
+                set(workers[0].watermarks().values()) == {end}
+                and len(workers[0].watermarks()) == env.partitions
+            ),
+            "the first worker reading the whole history",
+            workers[0],
+        )
+        workers[1].start()
 
         def settled() -> bool:
             owned = [owned_partitions(w) for w in workers]
