@@ -220,6 +220,11 @@ class Timeline:
     base: Account = field(default_factory=Account)
     base_until: float = float("-inf")
     changes: list[BillingEvent] = field(default_factory=list)
+    # `at` answers: a day's evaluation asks for the same moment a dozen times. Keyed by what
+    # changes the answer (changes only grow by insert and shrink by compact); not state.
+    _answers: dict[tuple[float, int, float], Account] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def insert(self, event: BillingEvent) -> bool:
         """Place an event by (time, id); False if it is a duplicate or older than the base."""
@@ -236,11 +241,18 @@ class Timeline:
 
     def at(self, timestamp: float) -> Account:
         """The account including every change at or before `timestamp`."""
+        key = (timestamp, len(self.changes), self.base_until)
+        known = self._answers.get(key)
+        if known is not None:
+            return known
         account = self.base
         for event in self.changes:
             if event.occurred_at > timestamp:
                 break
             account = account.apply(event)
+        if len(self._answers) >= 8:
+            self._answers.clear()
+        self._answers[key] = account
         return account
 
     def changes_between(self, start: float, end: float) -> Iterable[tuple[float, Account]]:
