@@ -169,7 +169,11 @@ class IngestBatch:
             read = next_offsets[message.partition]
             if message.topic not in read:
                 expected = self._clocks.get(message.partition).next_offsets.get(message.topic)
-                read[message.topic] = message.offset if expected is None else expected
+                # Never processed here: the group reads it from the start of the log
+                # (auto offset reset "earliest"). A first message past it is a jump too: around
+                # a rebalance Faust can skip a never-committed partition's first records, and
+                # its seek to the committed offset does not move a partition that has none.
+                read[message.topic] = 0 if expected is None else expected
             if (message.topic, message.partition) in rewound or (
                 message.offset > read[message.topic] and await self._rewound(message, read)
             ):

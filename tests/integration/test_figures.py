@@ -44,7 +44,7 @@ def settled_figures(workers: list[WorkerProcess], timeout: float = 60) -> Figure
     previous: Figures = {}
     while time.monotonic() < deadline:
         owned = sum(len(w.health()["partitions"]) for w in workers)  # type: ignore[arg-type]
-        if owned != 4 or not all(w.ready() for w in workers):
+        if owned != 4 or not all(w.ready() for w in workers) or not read_to_the_end(workers):
             previous = {}
             time.sleep(0.5)
             continue
@@ -54,6 +54,18 @@ def settled_figures(workers: list[WorkerProcess], timeout: float = 60) -> Figure
             return current
         previous = current
     raise AssertionError(f"figures did not settle: {previous}")
+
+
+def read_to_the_end(workers: list[WorkerProcess]) -> bool:
+    """Every partition's watermark at the history's end (its final heartbeats read): the
+    processed count alone also counts re-reads, so it can pass before a partition is done."""
+    marks = [
+        value
+        for worker in workers
+        for (name, _), value in worker.metrics().items()
+        if name == "churnwatch_partition_watermark_timestamp_seconds"
+    ]
+    return len(marks) == 4 and set(marks) == {PLAN.end + 1}
 
 
 def produced_count() -> int:

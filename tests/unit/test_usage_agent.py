@@ -216,3 +216,37 @@ def plain_worker(tmp_path: Path, emitter: ListEmitter, rewinder: ScriptedRewinde
         owned=lambda: {0},
         rewinder=rewinder,
     )
+
+
+def test_a_partition_never_processed_is_read_from_the_start_of_the_log(
+    tmp_path: Path, emitter: ListEmitter
+) -> None:
+    # Around a rebalance a new group's consumer can skip a never-committed partition's first
+    # records (seeking to "committed" does not move a partition that has none): with no
+    # clock yet, offset 0 is the one expected.
+    rewinder = ScriptedRewinder()
+    worker = plain_worker(tmp_path, emitter, rewinder)
+    topic = worker.settings.topics.usage
+    skipped = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in (4, 5)]
+    asyncio.run(worker.ingest.handle(skipped))
+
+    assert rewinder.calls == [(topic, 0, 0)]
+    assert all(m.acked for m in skipped)  # never committed past the missing offsets
+    assert "c-1" not in worker.customers.data
+    assert sample_sum(worker, "churnwatch_events_processed_total") == 0
+    again = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(6)]
+    asyncio.run(worker.ingest.handle(again))
+    assert worker.customers.data["c-1"].events == 6
+    assert rewinder.calls == [(topic, 0, 0)]
+
+
+def test_a_partition_never_processed_from_a_trimmed_log_starts_where_it_can(
+    tmp_path: Path, emitter: ListEmitter
+) -> None:
+    rewinder = ScriptedRewinder(earliest=10)
+    worker = plain_worker(tmp_path, emitter, rewinder)
+    topic = worker.settings.topics.usage
+    asyncio.run(worker.ingest.handle([Msg(topic, 0, 10, b"c-1", usage("c-1", START))]))
+
+    assert rewinder.calls == [(topic, 0, 0)]  # offsets before 10 are gone: accepted
+    assert worker.customers.data["c-1"].events == 1
