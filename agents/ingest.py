@@ -18,6 +18,10 @@ def install(worker: Worker) -> None:
             settings.batch_max_events, within=settings.batch_within_seconds
         ):
             async with worker.lock:
-                await worker.ingest.handle([event.message for event in events])
+                messages = [event.message for event in events]
+                if worker.holding:  # a rebalance is under way: read these again after it
+                    worker.ingest.defer(messages)
+                else:
+                    await worker.ingest.handle(messages)
 
     worker.agents["ingest"] = ingest

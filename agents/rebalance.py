@@ -1,7 +1,10 @@
-"""Rebalance hooks: drop records of partitions moved away, re-index once recovery is done.
+"""Rebalance hooks: hold batches from revoke to recovery; drop moved records; re-index.
 
 Faust's revoke signal names every partition (eager rebalancing), including those that stay;
 only partitions missing from the new assignment are really gone, so pruning waits for it.
+Between the revoke and the end of recovery no batch may write: the memory store restores kept
+partitions from their changelogs, and a write racing it can be overwritten by an older entry.
+Batches taken meanwhile are deferred (read again after recovery, never committed).
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ if TYPE_CHECKING:
 def install(worker: Worker) -> None:
     app = worker.app
     usage_topic = worker.settings.topics.usage
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as below
+    async def hold_batches(sender: Any, *args: Any, signal: Any, **_: Any) -> None:
+        """Let the batch in flight finish, flush what it wrote, hold the next ones."""
+        async with worker.lock:
+            worker.holding = True
+            await app.producer.flush()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers narrowly
     async def prune_moved(sender: Any, *args: Any, signal: Any, **_: Any) -> None:
@@ -35,3 +45,4 @@ def install(worker: Worker) -> None:
         """Recovery may have restored records: index partitions afresh when next asked."""
         async with worker.lock:
             worker.index.clear()
+            worker.holding = False

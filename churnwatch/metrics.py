@@ -95,6 +95,12 @@ class WorkerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.events_deferred = Counter(
+            "churnwatch_events_deferred",
+            "Messages taken while a rebalance was under way, left to be read again after it.",
+            ["topic"],
+            registry=registry,
+        )
         self.events_rewound = Counter(
             "churnwatch_events_rewound",
             "Messages put back because earlier ones of their partition had not been read: the "

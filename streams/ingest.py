@@ -232,6 +232,12 @@ class IngestBatch:
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
 
+    def defer(self, messages: Sequence[Message]) -> None:
+        """Leave a batch for later: uncommitted, so it is read again once recovery is done."""
+        for message in messages:
+            self._uncommittable(message)
+            self._metrics.events_deferred.labels(message.topic).inc()
+
     async def _rewound(self, message: Message, read: dict[str, int]) -> bool:
         """A message past the next offset its partition expects: the ones between never
         reached this worker (a consumer that skipped ahead, as Faust's can around a
