@@ -19,7 +19,7 @@ def install(worker: Worker) -> None:
         ):
             async with worker.lock:
                 messages = [event.message for event in events]
-                if worker.holding:  # a rebalance is under way: read these again after it
+                if not worker.settled():  # a rebalance is under way: read these again after it
                     worker.ingest.defer(messages)
                 else:
                     await worker.ingest.handle(messages)

@@ -24,8 +24,7 @@ def install(worker: Worker) -> None:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as below
     async def hold_batches(sender: Any, *args: Any, signal: Any, **_: Any) -> None:
         """Let the batch in flight finish, flush what it wrote, hold the next ones."""
-        async with worker.lock:
-            worker.holding = True
+        async with worker.lock:  # Faust marks the app rebalancing: batches now defer
             await app.producer.flush()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers narrowly
@@ -41,8 +40,17 @@ def install(worker: Worker) -> None:
             worker.index.clear()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # as above
-    async def reindex(sender: Any, *_: Any, signal: Any, **__: Any) -> None:
-        """Recovery may have restored records: index partitions afresh when next asked."""
+    async def resume_where_applied(sender: Any, *_: Any, signal: Any, **__: Any) -> None:
+        """Re-index restored records; read each owned input from the next offset its clock
+        expects (0 when none), not from where the consumer stands.
+
+        Messages deferred during the rebalance, or skipped by the consumer, may be the last of
+        their partition: no later message would show the gap. Faust then seeks partitions that
+        have a committed offset to it (never past an applied one); those without keep this.
+        """
         async with worker.lock:
             worker.index.clear()
-            worker.holding = False
+            for partition in worker.owned_partitions():
+                expected = worker.clocks.get(partition).next_offsets
+                for topic in (usage_topic, worker.settings.topics.billing):
+                    await app.consumer.seek(TP(topic, partition), expected.get(topic, 0))

@@ -123,7 +123,6 @@ class Worker:
     engine: PartitionEngine
     ingest: IngestBatch
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    holding: bool = False  # from a revoke to the end of recovery: batches are deferred
     agents: dict[str, Any] = field(default_factory=dict)
     figures: FiguresSnapshot = field(default_factory=FiguresSnapshot)
 

@@ -248,6 +248,13 @@ class IngestBatch:
         """
         expected = read[message.topic]
         if await self._rewinder.rewind(message.topic, message.partition, expected):
+            log.info(
+                "input_rewound",
+                topic=message.topic,
+                partition=message.partition,
+                expected=expected,
+                got=message.offset,
+            )
             return True
         log.warning(
             "input_offsets_gone",
