@@ -104,12 +104,6 @@ def wait_processed(workers: list[WorkerProcess], count: int, timeout: float = 18
         time.sleep(0.5)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, intermittent (about 1 run in 3 here): when partitions move while the "
-    "first worker is mid-history, the pair's figures can differ from one worker's; "
-    "see CHANGELOG 'Known issues'",
-)
 def test_two_workers_add_up_to_one_and_a_rebalance_loses_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, spawn: Spawn
 ) -> None:
