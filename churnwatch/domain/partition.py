@@ -210,8 +210,8 @@ class PartitionEngine:
             }
             cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
             for state in customers:
-                cutoff = cutoffs.get(labels[state.customer_id])
-                self._evaluate(state, as_of_day, cutoff, store, result)
+                segment = labels[state.customer_id]
+                self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
             clock.evaluated_day = as_of_day
             result.cutoffs = cutoffs
 
@@ -267,13 +267,19 @@ class PartitionEngine:
         return cutoffs
 
     def assess(
-        self, state: CustomerState, as_of_day: int, cutoff: float | None = None
+        self,
+        state: CustomerState,
+        as_of_day: int,
+        cutoff: float | None = None,
+        segment: Labels | None = None,
     ) -> tuple[Assessment, bool]:
         """What the rules find about a customer as of a day, and whether it has churned.
 
-        `cutoff` is its segment's low-engagement rate that day (`BatchResult.cutoffs`).
+        `cutoff` is its segment's low-engagement rate that day (`BatchResult.cutoffs`);
+        `segment` its labels that day, when the caller has them already.
         """
-        segment = self.segment_labels(state, as_of_day)
+        if segment is None:
+            segment = self.segment_labels(state, as_of_day)
         churned = has_churned(state, as_of_day)
         limits = self.thresholds_for(segment)
         reasons = () if churned else evaluate(state, as_of_day, limits, cutoff)
@@ -300,11 +306,12 @@ class PartitionEngine:
         self,
         state: CustomerState,
         as_of_day: int,
+        segment: Labels,
         cutoff: float | None,
         store: CustomerStore,
         result: BatchResult,
     ) -> None:
-        found, churned = self.assess(state, as_of_day, cutoff)
+        found, churned = self.assess(state, as_of_day, cutoff, segment)
         snoozed = state.snoozed_until is not None and as_of_day * SECONDS_PER_DAY < (
             state.snoozed_until
         )

@@ -1,17 +1,11 @@
-"""The alert sink on the embedded Kafka: re-reading the topic adds nothing; `alerts tail`.
-
-Sink workers run as processes of this module (`python -m tests.integration.test_alert_sink`):
-a `churnwatch worker` that installs the sink itself if `agents.install_all` does not yet.
-"""
+"""The alert sink on the embedded Kafka: re-reading the topic adds nothing; `alerts tail`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,36 +23,6 @@ from tests.unit.test_alert_store import new_prefix, stored_transitions, universe
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class SinkWorker(WorkerProcess):
-    """A worker process with the alert sink installed (see `run_sink_worker`)."""
-
-    def start(self, timeout: float = 90) -> SinkWorker:
-        variables = {
-            **self.env.variables(),
-            "CHURNWATCH_WEB_PORT": str(self.port),
-            "CHURNWATCH_DATA_DIR": str(self.data_dir),
-            "PYTHONPATH": str(REPO_ROOT),
-        }
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.test_alert_sink"],
-                env={**os.environ, **variables},
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.assert_alive()
-            try:
-                if self.health().get("partitions"):
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker did not get partitions in {timeout}s\n{self.log_tail()}")
 
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -105,7 +69,7 @@ def test_re_reading_the_topic_from_the_start_adds_nothing(
     produce(sink_env.bootstrap, sink_env.alerts_topic, messages)
     url = sink_env.extra["CHURNWATCH_DATABASE_URL"]
 
-    first = SinkWorker(sink_env, tmp_path, "first").start()
+    first = WorkerProcess(sink_env, tmp_path, "first").start()
     try:
         first.wait_for("churnwatch_alert_sink_written_total", len(every))
         first.wait_for("churnwatch_alert_sink_duplicate_total", len(every))
@@ -116,7 +80,7 @@ def test_re_reading_the_topic_from_the_start_adds_nothing(
 
     # A fresh consumer group reads the whole topic again from the start.
     again = dataclasses.replace(sink_env, app_id=unique_name("app"))
-    second = SinkWorker(again, tmp_path, "second").start()
+    second = WorkerProcess(again, tmp_path, "second").start()
     try:
         second.wait_for("churnwatch_alert_sink_duplicate_total", len(messages) - 1)
         second.wait_for("churnwatch_alert_sink_invalid_total", 1, reason="not_json")
@@ -215,35 +179,6 @@ def test_tail_from_now_shows_only_new_alerts_one_line_each(
         f"2024-03-04 escalated warning  score  75  mrr 0.00  customer c-1  reasons usage_drop  "
         f"segment -  alert {new['alert_id']}"
     ]
-
-
-def run_sink_worker() -> None:
-    """A `churnwatch worker` with the alert sink, installed here unless install_all does."""
-    import faust
-
-    from agents import alert_sink
-    from churnwatch.logs import configure_logging
-    from config import load_settings
-    from streams.app import create_worker
-    from streams.topics import ensure_topics
-
-    settings = load_settings()
-    logging_config = configure_logging(settings.log_format, settings.log_level)
-    ensure_topics(settings)
-    worker = create_worker(settings)
-    if "alert_sink" not in worker.agents:
-        alert_sink.install(worker)
-    faust.Worker(
-        worker.app,
-        loglevel=settings.log_level,
-        logging_config=logging_config,
-        quiet=True,
-        redirect_stdouts=False,
-    ).execute_from_commandline()
-
-
-if __name__ == "__main__":
-    run_sink_worker()
 
 
 def test_snooze_tells_the_stream_in_the_customers_partition(

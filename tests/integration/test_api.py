@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -33,51 +30,12 @@ from tests.integration.workers import WorkerEnv, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "integration-token"
 PLAN = simulation.Plan(
     customers=300, days=50, seed=11, decay_fraction=0.05, stop_fraction=0.05,
     churn_fraction=0.03, new_fraction=0.05, dunning_fraction=0.03,
 )  # fmt: skip
 ROUTING_PLAN = simulation.Plan(customers=200, days=50, seed=5, stop_fraction=0.05)
-
-
-class ApiWorker(WorkerProcess):
-    """A worker process with the HTTP API installed (see `run_api_worker`)."""
-
-    def start(self, timeout: float = 90) -> ApiWorker:
-        variables = {
-            "CHURNWATCH_DATABASE_URL": f"sqlite:///{self.data_dir}.sqlite3",
-            **self.env.variables(),
-            "CHURNWATCH_WEB_PORT": str(self.port),
-            "CHURNWATCH_DATA_DIR": str(self.data_dir),
-            "PYTHONPATH": str(REPO_ROOT),
-        }
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.test_api"],
-                env={**os.environ, **variables},
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.assert_alive()
-            try:
-                if self.health().get("partitions"):
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker did not get partitions in {timeout}s\n{self.log_tail()}")
-
-    def watermarks(self) -> dict[int, float]:
-        return {
-            int(dict(labels)["partition"]): value
-            for (name, labels), value in self.metrics().items()
-            if name == "churnwatch_partition_watermark_timestamp_seconds"
-        }
 
 
 @dataclass
@@ -144,7 +102,7 @@ def wait_until(
 
 @dataclass
 class Pipeline:
-    worker: ApiWorker
+    worker: WorkerProcess
     env: WorkerEnv
     customers: list[str]
     database_url: str
@@ -163,7 +121,7 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         CHURNWATCH_API_TOKEN=TOKEN,
     )
     customers, produced = simulate(env, PLAN)
-    worker = ApiWorker(env, workdir).start()
+    worker = WorkerProcess(env, workdir).start()
     try:
         worker.wait_for("churnwatch_events_processed_total", produced)
         end = PLAN.end + 1  # the heartbeat less the allowed lateness
@@ -347,7 +305,10 @@ def test_either_of_two_workers_answers_for_any_customer_from_its_owner(
 ) -> None:
     env = WorkerEnv.unique(kafka_bootstrap, unique_name)  # each worker its own store
     customers, produced = simulate(env, ROUTING_PLAN)
-    workers = [ApiWorker(env, tmp_path, "first").start(), ApiWorker(env, tmp_path, "second")]
+    workers = [
+        WorkerProcess(env, tmp_path, "first").start(),
+        WorkerProcess(env, tmp_path, "second"),
+    ]
     try:
         end = ROUTING_PLAN.end + 1
         # The second joins once the first has read the history: a hand-over mid-history is
@@ -399,34 +360,3 @@ def owned_partitions(worker: WorkerProcess) -> set[int]:
     partitions = worker.health()["partitions"]
     assert isinstance(partitions, list)
     return {int(partition) for partition in partitions}
-
-
-def run_api_worker() -> None:
-    """A `churnwatch worker` with the HTTP API, installed here unless install_all does."""
-    import faust
-
-    from agents import alert_sink, api
-    from churnwatch.logs import configure_logging
-    from config import load_settings
-    from streams.app import create_worker
-    from streams.topics import ensure_topics
-
-    settings = load_settings()
-    logging_config = configure_logging(settings.log_format, settings.log_level)
-    ensure_topics(settings)
-    worker = create_worker(settings)
-    if api.ROUTES[0][1] not in worker.app.web.views:
-        api.install(worker)
-    if "alert_sink" not in worker.agents:
-        alert_sink.install(worker)
-    faust.Worker(
-        worker.app,
-        loglevel=settings.log_level,
-        logging_config=logging_config,
-        quiet=True,
-        redirect_stdouts=False,
-    ).execute_from_commandline()
-
-
-if __name__ == "__main__":
-    run_api_worker()

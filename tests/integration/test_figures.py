@@ -59,12 +59,7 @@ def settled_figures(workers: list[WorkerProcess], timeout: float = 60) -> Figure
 def read_to_the_end(workers: list[WorkerProcess]) -> bool:
     """Every partition's watermark at the history's end (its final heartbeats read): the
     processed count alone also counts re-reads, so it can pass before a partition is done."""
-    marks = [
-        value
-        for worker in workers
-        for (name, _), value in worker.metrics().items()
-        if name == "churnwatch_partition_watermark_timestamp_seconds"
-    ]
+    marks = [mark for worker in workers for mark in worker.watermarks().values()]
     return len(marks) == 4 and set(marks) == {PLAN.end + 1}
 
 

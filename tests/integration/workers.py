@@ -117,6 +117,14 @@ class WorkerProcess:
             time.sleep(0.3)
         raise AssertionError(f"worker did not get partitions in {timeout}s\n{self.log_tail()}")
 
+    def watermarks(self) -> dict[int, float]:
+        """Event-time watermark of each partition this worker owns."""
+        return {
+            int(dict(labels)["partition"]): value
+            for (name, labels), value in self.metrics().items()
+            if name == "churnwatch_partition_watermark_timestamp_seconds"
+        }
+
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:
             return
