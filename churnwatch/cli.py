@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--planted-out", type=Path, help="write the planted customers (JSON) here"
     )
+    _envelope_option(simulate)
     simulate.set_defaults(handler=_run_simulate)
 
     replay = commands.add_parser(
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="heartbeat time (RFC 3339 or epoch seconds) sent to every partition afterwards, "
         "so periods up to it close (default: the last event's time plus the allowed lateness)",
     )
+    _envelope_option(replay)
     replay.set_defaults(handler=_run_replay)
 
     demo = commands.add_parser(
@@ -182,6 +184,17 @@ def _simulation_options(
     )
 
 
+def _envelope_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--envelope-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send each customer's events in envelopes of up to N events (docs/topics.md; "
+        "held at most half the allowed lateness of event time); default 1: single events",
+    )
+
+
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings from the file, the environment and the flags given (flags win)."""
     overrides = {
@@ -256,7 +269,14 @@ def _run_simulate(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     producer = make_producer(settings.bootstrap_servers)
     try:
-        sent = produce_simulation(producer, settings, plan, customers, billing=args.billing)
+        sent = produce_simulation(
+            producer,
+            settings,
+            plan,
+            customers,
+            billing=args.billing,
+            envelope_size=args.envelope_size,
+        )
         # Push every partition's watermark past the last simulated day, so it is evaluated.
         heartbeat_at = plan.end + settings.allowed_lateness_seconds + 1
         send_heartbeats(producer, [settings.topics.usage, settings.topics.billing], heartbeat_at)
@@ -272,8 +292,10 @@ def produce_simulation(
     plan: Plan,
     customers: list[Customer],
     billing: bool = True,
+    envelope_size: int = 1,
 ) -> dict[str, int]:
-    """Produce the simulated usage (and billing) events with a progress line."""
+    """Produce the simulated usage (and billing) events with a progress line; the counts
+    are of messages (an envelope is one)."""
     from churnwatch.produce import encode, produce
     from churnwatch.progress import Progress
 
@@ -288,7 +310,14 @@ def produce_simulation(
     )
     progress = Progress("producing events", simulation.event_count_estimate(plan))
     topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
-    sent = produce(producer, topics, records, progress, settings.allowed_lateness_seconds / 2)
+    sent = produce(
+        producer,
+        topics,
+        records,
+        progress,
+        settings.allowed_lateness_seconds / 2,
+        envelope_size=envelope_size,
+    )
     progress.finish()
     return dict(sent)
 
@@ -321,6 +350,7 @@ def _run_replay(args: argparse.Namespace) -> int:
             in_event_time_order(*histories),
             progress,
             settings.allowed_lateness_seconds / 2,
+            envelope_size=args.envelope_size,
         )
         progress.finish()
         if advance_to is not None:

@@ -61,13 +61,15 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events_processed = Counter(
             "churnwatch_events_processed",
-            "Input events consumed and not dead-lettered (applied, duplicate or redelivered).",
+            "Input events consumed and not dead-lettered (applied, duplicate or redelivered); "
+            "each event of an envelope counts.",
             ["topic"],
             registry=registry,
         )
         self.events_dead_lettered = Counter(
             "churnwatch_events_dead_lettered",
-            "Input messages sent to the dead-letter topic, by reason.",
+            "Input events sent to the dead-letter topic, by reason (an envelope refused whole "
+            "counts each event it held).",
             ["topic", "reason"],
             registry=registry,
         )
@@ -79,14 +81,27 @@ class WorkerMetrics:
         )
         self.events_redelivered = Counter(
             "churnwatch_events_redelivered",
-            "Messages skipped because their offset was already applied (redelivery).",
+            "Events skipped because their message's offset was already applied (redelivery).",
             ["topic"],
             registry=registry,
         )
         self.events_duplicate = Counter(
             "churnwatch_events_duplicate",
-            "Events recognised as already applied (same event id and time), counted once.",
+            "Events recognised as already applied (same event id: billing always, usage within "
+            "limits.dedupe_horizon_seconds), counted once.",
             ["topic"],
+            registry=registry,
+        )
+        self.envelopes = Counter(
+            "churnwatch_envelopes",
+            "Input messages that were envelopes (many events of one customer in one message).",
+            ["topic"],
+            registry=registry,
+        )
+        self.dedupe_forgotten = Counter(
+            "churnwatch_dedupe_forgotten",
+            "Usage event ids forgotten before the dedupe horizon, to stay within "
+            "limits.dedupe_max_ids per customer.",
             registry=registry,
         )
         self.events_moved_away = Counter(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -33,19 +33,36 @@ def produce(
     records: Iterable[Record],
     progress: Progress,
     flush_every: float,
+    envelope_size: int = 1,
 ) -> Counter[str]:
-    """Send `(kind, key, value, time)` records to `topics[kind]`; count them by kind.
+    """Send `(kind, key, value, time)` records to `topics[kind]`; count messages by kind.
 
     Keys are customer ids, so the default partitioner puts a customer's usage and billing
     events in the same partition of the two (co-partitioned) topics. Kafka keeps no order
     across topics, and the producer batches each partition on its own: at replay speed a
     billing record could reach the log after usage records hours of event time newer, and be
     late. Flushing every `flush_every` seconds of event time (half the allowed lateness) keeps
-    the inputs within the lateness of each other.
+    the inputs within the lateness of each other. With `envelope_size` > 1 each customer's
+    events go in envelopes, held at most `flush_every` of event time (`streams.envelopes`).
     """
+    from streams.envelopes import enveloped
+
+    events = 0  # input records read: the progress counts events, not messages
+
+    def each(records: Iterable[Record]) -> Iterator[Record]:
+        nonlocal events
+        for record in records:
+            events += 1
+            if events % 1000 == 0:
+                progress.advance(1000)
+            yield record
+
+    stream = each(records)
+    if envelope_size > 1:
+        stream = enveloped(stream, envelope_size, flush_every)
     sent: Counter[str] = Counter()
     flushed_at: float | None = None
-    for count, (kind, key, value, at) in enumerate(records, start=1):
+    for kind, key, value, at in stream:
         if flushed_at is None:
             flushed_at = at
         elif at - flushed_at >= flush_every:
@@ -53,9 +70,7 @@ def produce(
             flushed_at = at
         producer.send(topics[kind], key=key, value=value)
         sent[kind] += 1
-        if count % 1000 == 0:
-            progress.advance(1000)
-    progress.advance(sent.total() % 1000)
+    progress.advance(events % 1000)
     producer.flush()
     return sent
 

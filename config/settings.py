@@ -183,6 +183,19 @@ class EventLimits(_Section):
         946_684_800, description="reject occurred_at before this (epoch s; 2000-01-01)"
     )
     max_quantity: float = Field(1e9, gt=0)
+    max_envelope_bytes: int = Field(
+        1024 * 1024, ge=256, description="largest envelope (many events of one customer)"
+    )
+    max_envelope_events: int = Field(1000, ge=1, description="most events in one envelope")
+    dedupe_horizon_seconds: float = Field(
+        86_400,
+        ge=0,
+        description="a usage event_id seen again within this (event time) is "
+        "counted once; 0: no event_id dedupe",
+    )
+    dedupe_max_ids: int = Field(
+        4096, ge=1, description="event ids remembered per customer at most (oldest go first)"
+    )
 
 
 class Settings(BaseSettings):

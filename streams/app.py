@@ -311,6 +311,8 @@ def create_worker(
             (tuple(sorted(entry.match.items())), entry.apply_to(settings.rules))
             for entry in settings.alerts.segment_rules
         ),
+        dedupe_horizon=settings.limits.dedupe_horizon_seconds,
+        dedupe_max_ids=settings.limits.dedupe_max_ids,
     )
     topics = settings.topics
     ingest = IngestBatch(

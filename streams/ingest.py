@@ -7,8 +7,8 @@ messages, an in-memory emitter and an in-memory period sink.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,8 +16,15 @@ import orjson
 import structlog
 
 from churnwatch.domain.alerts import AlertEvent
-from churnwatch.domain.billing import parse_billing_message
-from churnwatch.domain.events import Heartbeat, Limits, parse_usage_message
+from churnwatch.domain.billing import billing_from_payload
+from churnwatch.domain.envelopes import (
+    Envelope,
+    EnvelopeError,
+    EnvelopeLimits,
+    decode_message,
+    event_object,
+)
+from churnwatch.domain.events import Heartbeat, usage_from_payload
 from churnwatch.domain.health import CustomerHealth
 from churnwatch.domain.partition import (
     ClosedPeriod,
@@ -93,6 +100,15 @@ class PeriodSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """Where an event came from: a message, or one event (`index`) of an envelope message."""
+
+    message: Message
+    index: int | None = None
+    event: Any = None  # the envelope's event object, dead-lettered on its own
+
+
+@dataclass(frozen=True, slots=True)
 class Topics:
     usage: str
     billing: str
@@ -111,7 +127,7 @@ class IngestBatch:
         customers: Any,
         clocks: ClockBook,
         index: PartitionIndex,
-        limits: Limits,
+        limits: EnvelopeLimits,
         topics: Topics,
         emitter: Emitter,
         periods: PeriodSink,
@@ -148,12 +164,12 @@ class IngestBatch:
             self._metrics.period_record_failures.inc()
 
     async def handle(self, messages: Sequence[Message]) -> None:
-        """Fold a batch; every message ends processed (applied, duplicate or redelivered),
+        """Fold a batch; every event ends processed (applied, duplicate or redelivered),
         a heartbeat, or dead-lettered."""
         started = time.perf_counter()
         now = self._wall_clock()
         parsed: dict[int, list[tuple[int, Item]]] = defaultdict(list)
-        sources: dict[int, list[Message]] = defaultdict(list)
+        sources: dict[int, list[Source]] = defaultdict(list)
         next_offsets: dict[int, dict[str, int]] = defaultdict(dict)
         owned = None if self._owned is None else self._owned()
         rewound: set[tuple[str, int]] = set()  # read again from their expected offset
@@ -182,53 +198,56 @@ class IngestBatch:
                 self._metrics.events_rewound.labels(message.topic).inc()
                 continue
             read[message.topic] = max(read[message.topic], message.offset + 1)
-            try:
-                item = self._parse(message, now)
-            except InvalidEventError as error:
-                await self._dead_letter(message, error, now)
-                continue
-            except Exception as exc:  # a validation gap must cost one message, never the agent
-                log.error("event_validation_crashed", topic=message.topic, error=repr(exc)[:200])
-                unexpected = InvalidEventError(
-                    "invalid_value", f"could not validate: {exc!r}"[:300]
-                )
-                await self._dead_letter(message, unexpected, now)
-                continue
-            parsed[message.partition].append((message.offset, item))
-            sources[message.partition].append(message)
+            items = parsed[message.partition]
+            origins = sources[message.partition]
+            for source, item in self._parse(message, now):
+                if isinstance(item, InvalidEventError):
+                    await self._dead_letter(source, item, now)
+                else:
+                    items.append((message.offset, item))
+                    origins.append(source)
 
         store = TableStore(self._customers, self._index)
         clocks: list[PartitionClock] = []
+        processed: Counter[str] = Counter()
+        heartbeats: Counter[str] = Counter()
         for partition, read in next_offsets.items():
             clock = self._clocks.get(partition)
             for topic, offset in read.items():
                 clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
             backlog = await self._unread_inputs(clock)
             items = parsed.get(partition, [])
+            origins = sources.get(partition, [])
             result = self._engine.process(clock, items, store, backlog)
             if result.cutoffs is not None:
                 self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
-            late = set(result.late)
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
-                await self._dead_letter(sources[partition][position], too_late, now)
+                await self._dead_letter(origins[position], too_late, now)
             for position in result.duplicates:
-                self._metrics.events_duplicate.labels(sources[partition][position].topic).inc()
+                self._metrics.events_duplicate.labels(origins[position].message.topic).inc()
             for position in result.redelivered:
-                self._metrics.events_redelivered.labels(sources[partition][position].topic).inc()
-            for position, (message, (_, item)) in enumerate(
-                zip(sources[partition], items, strict=True)
-            ):
-                if isinstance(item, Heartbeat):
-                    self._metrics.heartbeats.labels(message.topic).inc()
-                elif position not in late:
-                    self._metrics.events_processed.labels(message.topic).inc()
+                self._metrics.events_redelivered.labels(origins[position].message.topic).inc()
+            if result.forgotten_ids:
+                self._metrics.dedupe_forgotten.inc(result.forgotten_ids)
+            for source, (_, item) in zip(origins, items, strict=True):
+                if type(item) is Heartbeat:
+                    heartbeats[source.message.topic] += 1
+                else:
+                    processed[source.message.topic] += 1
+            for position in result.late:
+                processed[origins[position].message.topic] -= 1
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
+        for topic, count in processed.items():
+            if count:
+                self._metrics.events_processed.labels(topic).inc(count)
+        for topic, count in heartbeats.items():
+            self._metrics.heartbeats.labels(topic).inc(count)
         self._metrics.batch_events.observe(len(messages))
         self._metrics.batch_duration.observe(time.perf_counter() - started)
 
@@ -303,22 +322,66 @@ class IngestBatch:
                 unread.add(kind)
         return frozenset(unread)
 
-    def _parse(self, message: Message, now: float) -> Item:
-        if message.topic == self._topics.billing:
-            return parse_billing_message(
-                message.value,
-                message.key,
-                now=now,
-                limits=self._limits,
-                segment_attributes=self._engine.segment_by,
-            )
-        return parse_usage_message(message.value, message.key, now=now, limits=self._limits)
+    def _parse(
+        self, message: Message, now: float
+    ) -> Iterator[tuple[Source, Item | InvalidEventError]]:
+        """Each event of the message (one, or an envelope's), validated or refused."""
+        single = Source(message)
+        try:
+            decoded = decode_message(message.value, message.key, self._limits)
+        except EnvelopeError as error:
+            yield single, error
+            if error.events > 1:
+                self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc(
+                    error.events - 1
+                )
+            return
+        except InvalidEventError as error:
+            yield single, error
+            return
+        if not isinstance(decoded, Envelope):
+            yield single, self._validate(message.topic, decoded, message.key, now)
+            return
+        self._metrics.envelopes.labels(message.topic).inc()
+        key = decoded.customer_id.encode()
+        for index, event in enumerate(decoded.events):
+            source = Source(message, index, event)
+            try:
+                payload = event_object(event)
+            except InvalidEventError as error:
+                yield source, error
+                continue
+            yield source, self._validate(message.topic, payload, key, now)
 
-    async def _dead_letter(self, message: Message, error: InvalidEventError, now: float) -> None:
+    def _validate(
+        self, topic: str, payload: dict[str, Any], key: bytes | None, now: float
+    ) -> Item | InvalidEventError:
+        """One decoded event, or why not; a validation gap costs one event, never the agent."""
+        try:
+            if topic == self._topics.billing:
+                return billing_from_payload(
+                    payload,
+                    key,
+                    now=now,
+                    limits=self._limits,
+                    segment_attributes=self._engine.segment_by,
+                )
+            return usage_from_payload(payload, key, now=now, limits=self._limits)
+        except InvalidEventError as error:
+            return error
+        except Exception as exc:
+            log.error("event_validation_crashed", topic=topic, error=repr(exc)[:200])
+            return InvalidEventError("invalid_value", f"could not validate: {exc!r}"[:300])
+
+    async def _dead_letter(self, source: Source, error: InvalidEventError, now: float) -> None:
+        message = source.message
         headers = dead_letter_headers(error, message.topic, message.partition, message.offset, now)
-        await self._emitter.send(
-            self._topics.dead_letters, message.key, message.value or b"", headers
-        )
+        if source.index is None:
+            value = message.value or b""
+        else:
+            headers.append(("churnwatch.source.index", str(source.index).encode()))
+            value = orjson.dumps(source.event)
+        await self._emitter.send(self._topics.dead_letters, message.key, value, headers)
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":
             self._metrics.events_late.labels(message.topic).inc()

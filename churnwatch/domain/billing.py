@@ -69,6 +69,20 @@ def parse_billing_message(
 ) -> BillingEvent | Heartbeat:
     """Turn one `billing-events` message into a BillingEvent (or a Heartbeat)."""
     payload = decode_object(raw, limits)
+    return billing_from_payload(
+        payload, key, now=now, limits=limits, segment_attributes=segment_attributes
+    )
+
+
+def billing_from_payload(
+    payload: dict[str, Any],
+    key: bytes | None,
+    *,
+    now: float,
+    limits: Limits,
+    segment_attributes: Sequence[str] = ("channel",),
+) -> BillingEvent | Heartbeat:
+    """Validate one decoded billing object (a message's, or an envelope's event)."""
     if payload.get("control") is not None:
         return parse_control(payload, now, limits, kind="billing")
     customer_id = required_string(payload, "customer_id", limits)

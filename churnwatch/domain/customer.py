@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from churnwatch.domain.alerts import OpenAlert, Severity
 from churnwatch.domain.billing import Account, BillingEvent, Timeline
+from churnwatch.domain.dedupe import RecentIds
 from churnwatch.domain.engagement import DailyRing, day_of
 
 RECORD_VERSION: Final = 1
@@ -41,6 +42,7 @@ class CustomerState:
     closed_day: int | None = None  # the day the last alert closed: the cooldown runs from it
     snoozed_until: float | None = None  # no alert opens before this time (an operator asked)
     health_digest: int = 0  # of the health last published, to publish only changes
+    recent_ids: RecentIds | None = None  # usage event ids within the dedupe horizon
 
     def note_milestone(self, event_type: str, at: float, needed: int) -> None:
         """Keep the `needed` earliest times of a milestone event type (order-independent)."""
@@ -109,6 +111,8 @@ class CustomerState:
             plain["snooze"] = self.snoozed_until
         if self.health_digest:
             plain["hd"] = self.health_digest
+        if self.recent_ids is not None and len(self.recent_ids):
+            plain["ids"] = self.recent_ids.to_plain()
         return plain
 
     @classmethod
@@ -143,6 +147,7 @@ class CustomerState:
             closed_day=plain.get("closed"),
             snoozed_until=plain.get("snooze"),
             health_digest=plain.get("hd", 0),
+            recent_ids=RecentIds.from_plain(plain["ids"]) if "ids" in plain else None,
         )
 
 

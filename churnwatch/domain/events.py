@@ -100,7 +100,13 @@ def parse_usage_message(
     raw: bytes | None, key: bytes | None, *, now: float, limits: Limits
 ) -> UsageEvent | Heartbeat | Snooze:
     """Turn one `usage-events` message into a UsageEvent (or a Heartbeat)."""
-    payload = decode_object(raw, limits)
+    return usage_from_payload(decode_object(raw, limits), key, now=now, limits=limits)
+
+
+def usage_from_payload(
+    payload: dict[str, Any], key: bytes | None, *, now: float, limits: Limits
+) -> UsageEvent | Heartbeat | Snooze:
+    """Validate one decoded usage object (a message's, or an envelope's event)."""
     if payload.get("control") == "snooze":
         return parse_snooze(payload, key, limits)
     if payload.get("control") is not None:

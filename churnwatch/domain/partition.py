@@ -25,6 +25,7 @@ from churnwatch.domain.billing import BillingEvent, Timeline
 from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures, segment_of
 from churnwatch.domain.cohort import low_engagement_cutoffs
 from churnwatch.domain.customer import CustomerState
+from churnwatch.domain.dedupe import RecentIds
 from churnwatch.domain.engagement import SECONDS_PER_DAY, breadth_bit, day_of, last_closed_day
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
 from churnwatch.domain.health import CustomerHealth, health_of
@@ -49,6 +50,7 @@ class CustomerStore(Protocol):
 
 
 KINDS: tuple[str, ...] = ("billing", "usage")  # within a batch, billing first: it is sparse
+_NEVER = float("-inf")
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class BatchResult:
     heartbeats: int = 0
     late: list[int] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
+    forgotten_ids: int = 0  # event ids dropped to keep within `dedupe_max_ids`
     alerts: list[AlertEvent] = field(default_factory=list)
     closed: list[ClosedPeriod] = field(default_factory=list)
     health: list[CustomerHealth] = field(default_factory=list)
@@ -105,6 +108,9 @@ class PartitionEngine:
     weights: Mapping[str, float] | None = None  # of the risk score; None: rules.WEIGHTS
     # Thresholds for segments: the first whose every (name, value) the customer has applies.
     segment_thresholds: tuple[tuple[Labels, Thresholds], ...] = ()
+    # A usage event_id seen again within this much event time is a duplicate (0: off).
+    dedupe_horizon: float = 0.0
+    dedupe_max_ids: int = 4096
 
     def tracked_milestones(self) -> dict[str, int]:
         """Milestone event types any segment's thresholds name, each with the largest count."""
@@ -130,47 +136,101 @@ class PartitionEngine:
     ) -> BatchResult:
         """Apply `(offset, item)` pairs of `clock.partition`, each topic in offset order.
 
-        `backlog` names the inputs with unread messages beyond this batch.
+        The events of one envelope share its offset and follow each other. `backlog` names
+        the inputs with unread messages beyond this batch.
         """
         result = BatchResult()
         milestones = self.tracked_milestones()
-        order = sorted(range(len(messages)), key=lambda i: KINDS.index(_kind(messages[i][1])))
-        remaining = Counter(_kind(item) for _, item in messages)
+        kinds = [_kind(item) for _, item in messages]
+        order = sorted(range(len(messages)), key=kinds.__getitem__)  # "billing" < "usage"
+        remaining = Counter(kinds)
+        # (customer, kind) -> the offset applied in this batch: the rest of its envelope.
+        applying: dict[tuple[str, str], int] = {}
         for position in order:
             offset, item = messages[position]
-            kind = _kind(item)
+            kind = kinds[position]
             remaining[kind] -= 1
-            if isinstance(item, Heartbeat):
+            if type(item) is Heartbeat:
                 result.heartbeats += 1
                 self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
                 continue
-            state = store.get(item.customer_id)
-            if state is not None and offset <= _applied_offset(state, item):
+            assert not isinstance(item, Heartbeat)
+            customer_id = item.customer_id
+            state = store.get(customer_id)
+            if (
+                state is not None
+                and offset <= (state.billing_offset if kind == "billing" else state.usage_offset)
+                and applying.get((customer_id, kind)) != offset
+            ):
                 result.redelivered.append(position)
                 continue
-            if isinstance(item, Snooze):  # an operator's command: applies now, moves no clock
+            if type(item) is Snooze:  # an operator's command: applies now, moves no clock
                 if state is None:
-                    state = CustomerState.new(
-                        item.customer_id, clock.partition, None, self.ring_days
-                    )
+                    state = CustomerState.new(customer_id, clock.partition, None, self.ring_days)
                 state.snoozed_until, state.usage_offset = item.until, offset
                 result.applied += 1
                 store.put(state)
                 continue
-            if clock.watermark is not None and item.occurred_at < clock.watermark:
+            assert not isinstance(item, Snooze)
+            at = item.occurred_at
+            watermark = clock.watermark
+            if watermark is not None and at < watermark:
                 result.late.append(position)
                 continue
             # Close the days this event's time completes before applying it, so no record
             # runs ahead of the day being evaluated.
-            self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
+            if at > clock.latest.get(kind, _NEVER) or not remaining[kind]:
+                self._observe(clock, kind, at, remaining, backlog, store, result)
             if state is None:
-                state = CustomerState.new(item.customer_id, clock.partition, None, self.ring_days)
-            if _apply(state, offset, item, milestones):
+                state = CustomerState.new(customer_id, clock.partition, None, self.ring_days)
+            applying[customer_id, kind] = offset
+            if type(item) is BillingEvent:
+                applied = _apply_billing(state, offset, item)
+            else:
+                assert isinstance(item, UsageEvent)
+                applied = self._apply_usage(state, offset, item, milestones, result)
+            if applied:
                 result.applied += 1
             else:
                 result.duplicates.append(position)
             store.put(state)
         return result
+
+    def _apply_usage(
+        self,
+        state: CustomerState,
+        offset: int,
+        event: UsageEvent,
+        milestones: Mapping[str, int],
+        result: BatchResult,
+    ) -> bool:
+        """Apply one on-time usage event; False when it duplicates one already applied."""
+        state.usage_offset = offset
+        at = event.occurred_at
+        if self.dedupe_horizon > 0:
+            recent = state.recent_ids
+            if recent is None:
+                recent = state.recent_ids = RecentIds()
+            new, forgotten = recent.admit(
+                event.event_id, at, self.dedupe_horizon, self.dedupe_max_ids
+            )
+            result.forgotten_ids += forgotten
+            if not new:
+                return False
+        if not state.ring.add(
+            day_of(at), event.quantity, breadth_bit(event.user_id), breadth_bit(event.event_type)
+        ):
+            return False
+        needed = milestones.get(event.event_type)
+        if needed:
+            state.note_milestone(event.event_type, at, needed)
+        first, last = state.first_seen, state.last_seen
+        if first is None or at < first:
+            state.first_seen = at
+        if last is None or at > last:
+            state.last_seen = at
+        state.events += 1
+        return True
 
     def _observe(
         self,
@@ -183,15 +243,16 @@ class PartitionEngine:
         result: BatchResult,
     ) -> None:
         """Note an input's event time; move the watermark and close the days it passes."""
-        if event_time > clock.latest.get(kind, float("-inf")):
-            clock.latest[kind] = event_time
-        unread = {k for k in KINDS if remaining[k] > 0} | backlog
+        latest = clock.latest
+        if event_time > latest.get(kind, _NEVER):
+            latest[kind] = event_time
+        unread = [k for k in KINDS if remaining[k] > 0 or k in backlog]
         if unread:
-            if not unread <= clock.latest.keys():
+            if any(k not in latest for k in unread):
                 return  # an input with unread messages has not been read at all yet
-            frontier = min(clock.latest[k] for k in unread)
+            frontier = min(latest[k] for k in unread)
         else:
-            frontier = max(clock.latest.values())
+            frontier = max(latest.values())
         watermark = frontier - self.allowed_lateness
         if clock.watermark is not None and watermark <= clock.watermark:
             return
@@ -346,35 +407,9 @@ def _kind(item: Item) -> str:
     return "billing" if isinstance(item, BillingEvent) else "usage"
 
 
-def _applied_offset(state: CustomerState, item: UsageEvent | BillingEvent | Snooze) -> int:
-    return state.billing_offset if isinstance(item, BillingEvent) else state.usage_offset
-
-
-def _apply(
-    state: CustomerState,
-    offset: int,
-    item: UsageEvent | BillingEvent,
-    milestones: Mapping[str, int],
-) -> bool:
-    """Apply one on-time event; False when it duplicates one already applied."""
-    if isinstance(item, BillingEvent):
-        state.billing_offset = offset
-        if state.billing is None:
-            state.billing = Timeline()
-        return state.billing.insert(item)
-    state.usage_offset = offset
-    day, users, kinds = (
-        day_of(item.occurred_at),
-        breadth_bit(item.user_id),
-        breadth_bit(item.event_type),
-    )
-    if not state.ring.add(day, item.quantity, users, kinds):
-        return False
-    at = item.occurred_at
-    needed = milestones.get(item.event_type)
-    if needed:
-        state.note_milestone(item.event_type, at, needed)
-    state.first_seen = at if state.first_seen is None else min(state.first_seen, at)
-    state.last_seen = at if state.last_seen is None else max(state.last_seen, at)
-    state.events += 1
-    return True
+def _apply_billing(state: CustomerState, offset: int, event: BillingEvent) -> bool:
+    """Apply one on-time billing event; False when its event_id is already in the timeline."""
+    state.billing_offset = offset
+    if state.billing is None:
+        state.billing = Timeline()
+    return state.billing.insert(event)

@@ -117,6 +117,7 @@ def test_every_documented_schema_is_present() -> None:
         "alert.schema.json",
         "customer-health.schema.json",
         "snooze-control.schema.json",
+        "envelope.schema.json",
     }
 
 

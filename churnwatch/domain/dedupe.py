@@ -1,0 +1,79 @@
+"""Producer duplicates: a usage `event_id` seen again within a horizon of event time.
+
+Redelivery by Kafka is caught by offsets (a customer's last applied offset); this catches the
+other kind, a client that sends the same event twice (a retry after a timeout). Each customer
+remembers the ids of its recent events, as 8-byte BLAKE2b digests with their event second,
+inside its own record: the memory travels with the state it guards, through the same
+changelog entry, so a crash can never keep one without the other.
+
+Bounded twice: by the horizon (ids whose event time is older than the customer's newest less
+the horizon are forgotten) and by a count per customer (the oldest forgotten first). Digest
+collisions (2^-64 per pair) are the only way two different ids could be taken for one.
+"""
+
+from __future__ import annotations
+
+import base64
+from array import array
+from hashlib import blake2b
+from typing import Final
+
+DIGEST_BYTES: Final = 8
+_MIN_PRUNE_AT: Final = 64
+
+
+def digest(event_id: str) -> bytes:
+    return blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+class RecentIds:
+    """The event ids a customer sent within the horizon, digest -> event second."""
+
+    __slots__ = ("_newest", "_prune_at", "_seen")
+
+    def __init__(self, seen: dict[bytes, int] | None = None) -> None:
+        self._seen: dict[bytes, int] = seen if seen is not None else {}
+        self._newest = max(self._seen.values(), default=0)
+        self._prune_at = max(_MIN_PRUNE_AT, 2 * len(self._seen))
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, event_id: str, at: float, horizon: float, cap: int) -> tuple[bool, int]:
+        """(True if `event_id` is new, how many old ids were forgotten to stay in bounds)."""
+        key = digest(event_id)
+        if key in self._seen:
+            return False, 0
+        second = int(at)
+        self._seen[key] = second
+        if second > self._newest:
+            self._newest = second
+        if len(self._seen) > cap or len(self._seen) >= self._prune_at:
+            return True, self.prune(horizon, cap)
+        return True, 0
+
+    def prune(self, horizon: float, cap: int) -> int:
+        """Forget ids older than the horizon, then the oldest beyond `cap`; return the count
+        forgotten because of `cap` (the horizon's own expiry is the design, not a loss)."""
+        floor = self._newest - horizon
+        kept = {key: second for key, second in self._seen.items() if second >= floor}
+        over = len(kept) - cap
+        if over > 0:
+            for key, _ in sorted(kept.items(), key=lambda item: item[1])[:over]:
+                del kept[key]
+        self._seen = kept
+        self._prune_at = max(_MIN_PRUNE_AT, 2 * len(kept))
+        return max(over, 0)
+
+    def to_plain(self) -> list[str]:
+        """[base64 of the digests, base64 of their event seconds]: about 22 characters per id."""
+        digests = b"".join(self._seen)
+        seconds = array("q", self._seen.values()).tobytes()
+        return [base64.b64encode(digests).decode(), base64.b64encode(seconds).decode()]
+
+    @classmethod
+    def from_plain(cls, plain: list[str]) -> RecentIds:
+        digests = base64.b64decode(plain[0])
+        seconds = array("q", base64.b64decode(plain[1]))
+        keys = (digests[i : i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES))
+        return cls(dict(zip(keys, seconds, strict=True)))
