@@ -17,7 +17,8 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ SIZES = {
     "full": {"customers": 10_000, "events": 500_000, "rate": 2000, "seconds": 60, "planted": 200},
     "quick": {"customers": 500, "events": 20_000, "rate": 1000, "seconds": 12, "planted": 20},
 }
+# The live-shaped workload: the same customers and event count, ~50 events per customer per
+# half hour (so it spans about half an hour of event time), as single events and in envelopes.
+LIVE_SHAPED_PER_DAY = 2400
+SHAPES = {"churnwatch_live_shaped": 1, "churnwatch_envelopes": 50}
 LIVE_EVENT_DAYS = 13.0  # silences start on live days 1.5-3.5; inactive (7 d) fires by day 11.5
 
 
@@ -198,9 +203,26 @@ def run_phases(run: Run, selected: set[str]) -> tuple[dict[str, dict[str, Any]],
     attempt("decode_update", lambda: run_consumer(run, "decode_update"))
     attempt("quix", lambda: run_quix(run))
     live: dict[str, Any] = {"status": "skipped"}
-    if not selected & {"churnwatch", "latency"}:
+    if selected & {"churnwatch", "latency"}:
+        live = run_main_worker(run, selected, contenders, attempt)
+    else:
         contenders["churnwatch"] = not_measured("skipped")
-        return contenders, live
+    for name, envelope_size in SHAPES.items():
+        if name in selected:
+            attempt(name, partial(run_shape, run, name, envelope_size))
+        else:
+            contenders[name] = not_measured("skipped")
+    return contenders, live
+
+
+def run_main_worker(
+    run: Run,
+    selected: set[str],
+    contenders: dict[str, dict[str, Any]],
+    attempt: Callable[[str, Callable[[], dict[str, Any]]], None],
+) -> dict[str, Any]:
+    """The fixed workload's worker: throughput from offset 0, then latency, caught up."""
+    live: dict[str, Any] = {"status": "skipped"}
     worker = WorkerProcess(
         bootstrap=run.bootstrap,
         usage_topic=run.messages().topic,
@@ -218,7 +240,35 @@ def run_phases(run: Run, selected: set[str]) -> tuple[dict[str, dict[str, Any]],
             live = run_latency(run, worker, settings)
     finally:
         worker.stop()
-    return contenders, live
+    return live
+
+
+def run_shape(run: Run, name: str, envelope_size: int) -> dict[str, Any]:
+    """A worker of its own on the live-shaped workload, as single events or envelopes."""
+    workload = replace(run.workload, events_per_customer_day=LIVE_SHAPED_PER_DAY)
+    topic = f"bench-{name.replace('_', '-')}-{run.run_id}"
+    produced = produce(workload, run.bootstrap, topic, envelope_size)
+    say(f"{name}: produced {produced.events:,} events in {produced.messages:,} messages to "
+        f"{topic} in {produced.seconds:.1f} s")  # fmt: skip
+    workdir = run.workdir / name
+    workdir.mkdir()
+    worker = WorkerProcess(
+        bootstrap=run.bootstrap,
+        usage_topic=topic,
+        partitions=workload.partitions,
+        run_id=f"{run.run_id}-{name.replace('_', '-')}",
+        workdir=workdir,
+        extra_env=dict(item.split("=", 1) for item in run.args.worker_env),
+        broker_running=run.broker_running,
+    )
+    try:
+        settings = worker.effective_settings()
+        worker.start()
+        result = run_worker(run, worker, settings)
+    finally:
+        worker.stop()
+    result["workload"] = {**workload.describe(), **produced.describe()}
+    return result
 
 
 def run_consumer(run: Run, mode: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ CONTENDERS: dict[str, str] = {
     "decode_update": "aiokafka + orjson + dict per customer",
     "quix": "Quix Streams app, stateful per-customer update (RocksDB, changelog)",
     "churnwatch": "churnwatch worker: agents, validation, state, rules, changelog, metrics",
+    "churnwatch_live_shaped": "the same worker on the live-shaped workload, single events",
+    "churnwatch_envelopes": "the same worker on the live-shaped workload, envelopes of <= 50",
 }
 REQUIRED = ("events", "seconds", "events_per_second", "ratio", "peak_rss_bytes",
             "cpu_seconds_per_million")  # fmt: skip
@@ -186,6 +188,17 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {entry['peak_rss_bytes'] / 2**20:,.0f} | {entry['cpu_seconds_per_million']:,.1f} "
             f"| {entry['cpu_utilisation']:.2f} |"
         )
+    for name in CONTENDERS:
+        shaped = result["contenders"].get(name, {}).get("workload")
+        if shaped:
+            span = (shaped["last_event_time"] - shaped["first_event_time"]) / 60
+            lines += [
+                "",
+                f"{name}: {shaped['events']:,} events of {shaped['customers']:,} customers "
+                f"within {span:,.0f} minutes of event time ({shaped['events_per_customer_day']:,} "
+                f"per customer-day), in {shaped['messages']:,} messages "
+                f"({shaped['events_per_message']:g} events per message, heartbeats included).",
+            ]
     lines += [
         "",
         "CPU seconds each window took: the contender, the broker, and the rest of the machine "

@@ -21,11 +21,13 @@ import orjson
 from kafka import KafkaAdminClient
 
 from churnwatch.domain.engagement import SECONDS_PER_DAY
-from churnwatch.produce import make_producer, send_heartbeats
+from churnwatch.produce import Record, make_producer, send_heartbeats
+from streams.envelopes import EnvelopeBuffer
 
 EVENT_TYPES = ("page_view", "report_run", "api_call", "export", "login", "search")
 SILENCE_DAYS_BEFORE_END = 10
 HEARTBEAT_AFTER_DAY_SECONDS = 2 * 3600  # past the next midnight plus the default lateness (1 h)
+ENVELOPE_WAIT = 1800.0  # event seconds an envelope is held at most: half the default lateness
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class Produced:
     topic: str
     events: int
     heartbeats: int
+    event_messages: int  # messages carrying the events: fewer than `events` with envelopes
     value_bytes: int
     first_event_time: float
     last_event_time: float
@@ -165,12 +168,13 @@ class Produced:
 
     @property
     def messages(self) -> int:
-        return self.events + self.heartbeats
+        return self.event_messages + self.heartbeats
 
     def describe(self) -> dict[str, Any]:
         return {
             "topic": self.topic,
             "messages": self.messages,
+            "events_per_message": round(self.events / max(1, self.event_messages), 1),
             "heartbeats": self.heartbeats,
             "mean_event_bytes": round(self.value_bytes / max(1, self.events), 1),
             "first_event_time": self.first_event_time,
@@ -181,24 +185,39 @@ class Produced:
         }
 
 
-def produce(workload: Workload, bootstrap: str, topic: str) -> Produced:
-    """Create `topic` and write the workload to it, keyed by customer id, then the heartbeats."""
+def produce(workload: Workload, bootstrap: str, topic: str, envelope_size: int = 1) -> Produced:
+    """Create `topic` and write the workload to it, keyed by customer id, then the heartbeats.
+
+    With `envelope_size` > 1 each customer's events go in envelopes of up to that many, each
+    held at most `ENVELOPE_WAIT` of event time (half the default allowed lateness), as
+    `churnwatch replay --envelope-size` does. The digest is of the events either way.
+    """
     create_topics(bootstrap, [topic], workload.partitions)
     producer = make_producer([bootstrap])
     digest = hashlib.sha256()
     started = time.monotonic()
-    count = size = 0
+    count = size = messages = 0
     first = last = workload.start
+    buffer = EnvelopeBuffer(envelope_size, ENVELOPE_WAIT)
+
+    def send(records: list[Record]) -> None:
+        nonlocal messages
+        for _, key, value, _ in records:
+            producer.send(topic, key=key, value=value)
+            messages += 1
+
     try:
         for event in events(workload):
             value = orjson.dumps(event)
             digest.update(value)
-            producer.send(topic, key=event["customer_id"].encode(), value=value)
+            at = event["occurred_at"]
+            send(buffer.add("usage", event["customer_id"].encode(), value, at))
             count += 1
             size += len(value)
             if count == 1:
-                first = event["occurred_at"]
-            last = event["occurred_at"]
+                first = at
+            last = at
+        send(buffer.drain())
         producer.flush()
         closing = heartbeat_time(last)
         heartbeats = send_heartbeats(producer, [topic], closing)
@@ -208,6 +227,7 @@ def produce(workload: Workload, bootstrap: str, topic: str) -> Produced:
         topic=topic,
         events=count,
         heartbeats=heartbeats,
+        event_messages=messages,
         value_bytes=size,
         first_event_time=first,
         last_event_time=last,

@@ -22,11 +22,20 @@ UNITS_PER_QUANTITY: Final = 1000
 BREADTH_BITS: Final = 64
 
 
+_BITS: dict[str, int] = {}  # user ids and event types repeat: hash each once
+_BITS_KEPT: Final = 100_000
+
+
 def breadth_bit(value: str | None) -> int:
     """The bit a user id or an event type sets in its day word (0 for none)."""
     if value is None:
         return 0
-    return 1 << (zlib.crc32(value.encode()) % BREADTH_BITS)
+    bit = _BITS.get(value)
+    if bit is None:
+        if len(_BITS) >= _BITS_KEPT:
+            _BITS.clear()
+        bit = _BITS[value] = 1 << (zlib.crc32(value.encode()) % BREADTH_BITS)
+    return bit
 
 
 def distinct_estimate(bitmap: int) -> float:

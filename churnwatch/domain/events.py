@@ -49,7 +49,7 @@ class Limits(Protocol):
     def max_quantity(self) -> float: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes 5x longer to build (hot path)
 class UsageEvent:
     event_id: str
     customer_id: str
@@ -107,6 +107,9 @@ def usage_from_payload(
     payload: dict[str, Any], key: bytes | None, *, now: float, limits: Limits
 ) -> UsageEvent | Heartbeat | Snooze:
     """Validate one decoded usage object (a message's, or an envelope's event)."""
+    event = _plain_usage(payload, key, now, limits)
+    if event is not None:
+        return event
     if payload.get("control") == "snooze":
         return parse_snooze(payload, key, limits)
     if payload.get("control") is not None:
@@ -127,6 +130,39 @@ def usage_from_payload(
         quantity=_quantity(payload, limits),
         user_id=optional_string(payload, "user_id", limits),
     )
+
+
+def _plain_usage(
+    payload: dict[str, Any], key: bytes | None, now: float, limits: Limits
+) -> UsageEvent | None:
+    """The common case, checked in one pass: every field present with the plain type and in
+    bounds, the time in epoch seconds. None for anything else, which the full checks then
+    accept or refuse with the precise reason (a property test holds the two to agreement)."""
+    event_id = payload.get("event_id")
+    customer_id = payload.get("customer_id")
+    event_type = payload.get("event_type")
+    at = payload.get("occurred_at")
+    quantity = payload.get("quantity", 1)
+    user_id = payload.get("user_id")
+    longest = limits.max_id_length
+    if not (
+        type(event_id) is str
+        and type(customer_id) is str
+        and type(event_type) is str
+        and (type(at) is float or type(at) is int)
+        and (type(quantity) is float or type(quantity) is int)
+        and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= longest))
+        and 0 < len(event_id) <= longest
+        and 0 < len(customer_id) <= longest
+        and 0 < len(event_type) <= longest
+        and limits.earliest_event_time <= at <= now + limits.max_future_skew_seconds
+        and 0 <= quantity <= limits.max_quantity
+        and (key is None or key == customer_id.encode())
+        and "control" not in payload
+        and type(payload.get("properties", {})) is dict
+    ):
+        return None
+    return UsageEvent(event_id, customer_id, float(at), event_type, float(quantity), user_id)
 
 
 def parse_snooze(payload: dict[str, Any], key: bytes | None, limits: Limits) -> Snooze:
