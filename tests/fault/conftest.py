@@ -12,11 +12,23 @@ import uuid
 import pytest
 
 from tests.fault.scenario import END, PLAN, SETTINGS, Reference
-from tests.integration.conftest import kafka_bootstrap, kafka_lib_dir, spawn, unique_name
+from tests.integration.conftest import (
+    create_topics,
+    kafka_bootstrap,
+    kafka_lib_dir,
+    spawn,
+    unique_name,
+)
 from tests.integration.runs import outcome, simulate
 from tests.integration.workers import WorkerEnv, WorkerProcess
 
-__all__ = ["kafka_bootstrap", "kafka_lib_dir", "spawn", "unique_name"]  # shared fixtures
+__all__ = [
+    "create_topics",
+    "kafka_bootstrap",
+    "kafka_lib_dir",
+    "spawn",
+    "unique_name",
+]  # shared fixtures
 
 
 @pytest.fixture(scope="session")
