@@ -60,6 +60,7 @@ def test_disorder_within_lateness_changes_nothing_and_later_is_dead_lettered(
     """The whole history is sent before the worker starts, as docs/replay.md asks: sent while
     it is read, one input can run ahead of the other by more than the allowed lateness."""
     seed, rng = seeded("lateness")
+    log = FaultLog("lateness", seed, produced=0)
     app_id = f"fault-late-{uuid.uuid4().hex[:8]}"
     env = reference.rerun(app_id, "late")
     env.usage_topic, env.billing_topic = f"{app_id}-usage", f"{app_id}-billing"
@@ -76,7 +77,7 @@ def test_disorder_within_lateness_changes_nothing_and_later_is_dead_lettered(
         sent += produce(producer, topics, late, quiet, LATENESS / 2)
     finally:
         producer.close()
-    log = FaultLog("lateness", seed, sent.total())
+    log.produced = sent.total()
     log.fault("out of order within the lateness", 0.0, events=reference.produced)
     log.fault("later than the lateness", 0.0, events=len(late))
     # Offsets differ from the clean run's (another order): every other field must not.
