@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka demo test lint typecheck test-unit test-integration bench clean
+.PHONY: help venv kafka demo test lint typecheck test-unit test-integration test-faults bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -43,8 +43,11 @@ test-unit: $(STAMP) ## unit and property tests (no network)
 test-integration: kafka ## integration tests against a real embedded Kafka broker
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck kafka ## everything CI runs: lint, types, unit and integration tests
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+test-faults: kafka ## fault tests: kill -9 workers, stop the broker, late events (figures: var/reliability)
+	$(BIN)/pytest tests/fault $(PYTEST_ARGS)
+
+test: lint typecheck kafka ## lint, types, unit and integration tests (CI also runs test-faults)
+	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 bench: kafka ## benchmark churnwatch against raw aiokafka and Quix Streams (BENCH_ARGS="--quick")
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

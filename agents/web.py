@@ -27,12 +27,15 @@ def install(worker: Worker) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Ready: partitions assigned and their state restored (503 otherwise)."""
+        """Ready: partitions assigned, their state restored, and the broker reachable (503
+        otherwise)."""
         partitions = sorted(worker.owned_partitions())
-        ready = bool(partitions) and worker.settled()
+        connected = worker.connected()
+        ready = bool(partitions) and worker.settled() and connected
         body = {
             "ready": ready,
             "partitions": partitions,
+            "broker": connected,
             "rebalancing": worker.app.rebalancing,
             "recovering": worker.app.in_recovery,
         }

@@ -75,6 +75,16 @@ def owned_partitions(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in actives if tp.topic == topic}
 
 
+def group_coordinator_known(app: faust.App) -> bool:
+    """Whether the consumer knows its group's coordinator. aiokafka forgets it when a request
+    to it fails, and finds it again only once a broker answers: while the cluster is out of
+    reach this says so, where Faust's own state (assignment, not rebalancing) stays unchanged.
+    Private names of the pinned faust-streaming and aiokafka (tests/fault checks them)."""
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    return getattr(coordinator, "coordinator_id", None) is not None
+
+
 class FaustBacklog:
     """Backlog from the consumer's last known highwater of each topic-partition.
 
@@ -133,6 +143,10 @@ class Worker:
     def settled(self) -> bool:
         """Not rebalancing nor restoring tables: the owned state is complete."""
         return not (self.app.rebalancing or self.app.in_recovery)
+
+    def connected(self) -> bool:
+        """The consumer group's coordinator is known: the broker answers."""
+        return group_coordinator_known(self.app)
 
     def refresh_figures(self) -> None:
         """Recount the churn figures of the owned partitions (a timer calls this)."""

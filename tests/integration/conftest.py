@@ -22,6 +22,7 @@ from kafka import KafkaAdminClient
 from churnwatch.broker import EmbeddedKafka, ensure_kafka, free_port
 from churnwatch.exceptions import MissingToolError
 from tests.integration.postgres import postgres_database_url, postgres_url
+from tests.integration.workers import WorkerEnv, WorkerProcess
 
 __all__ = ["postgres_database_url", "postgres_url"]  # fixtures shared by integration tests
 
@@ -84,3 +85,19 @@ def create_topics(kafka_bootstrap: str) -> Iterator[CreateTopics]:
     yield create
     for admin in admins:
         admin.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[WorkerEnv, Path, str], WorkerProcess]]:
+    """`spawn(env, workdir, name)`: start a worker process (once it has partitions); every one
+    is stopped at the end, whatever happened."""
+    started: list[WorkerProcess] = []
+
+    def start(env: WorkerEnv, workdir: Path, name: str) -> WorkerProcess:
+        worker = WorkerProcess(env, workdir, name)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()

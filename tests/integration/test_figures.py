@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from churnwatch import simulation
-from churnwatch.domain.churn import Figures as ChurnFigures
+from tests.integration.runs import FAST_FIGURES, Figures, Spawn, simulate, wait_processed
+from tests.integration.runs import settled_figures as settled_at
 from tests.integration.workers import WorkerEnv, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,95 +20,17 @@ PLAN = simulation.Plan(
     customers=600, days=60, seed=11, decay_fraction=0.02, stop_fraction=0.02,
     churn_fraction=0.06, new_fraction=0.08,
 )  # fmt: skip
-FAST_FIGURES = {"CHURNWATCH_CHURN__FIGURES_INTERVAL_SECONDS": "0.5"}
-
-Figures = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-FIGURE_GAUGES = {
-    f"churnwatch_period_{name.removesuffix('_cents')}" for name in ChurnFigures.__dataclass_fields__
-}
-
-
-def period_figures(workers: list[WorkerProcess]) -> Figures:
-    """Every churnwatch_period_* sample, summed over the workers."""
-    total: Figures = {}
-    for worker in workers:
-        for (name, labels), value in worker.metrics().items():
-            if name in FIGURE_GAUGES:
-                total[(name, labels)] = total.get((name, labels), 0.0) + value
-    return total
 
 
 def settled_figures(workers: list[WorkerProcess], timeout: float = 60) -> Figures:
-    """Figures once every worker is ready, all partitions are owned, and reads agree."""
-    deadline = time.monotonic() + timeout
-    previous: Figures = {}
-    while time.monotonic() < deadline:
-        owned = sum(len(w.health()["partitions"]) for w in workers)  # type: ignore[arg-type]
-        if owned != 4 or not all(w.ready() for w in workers) or not read_to_the_end(workers):
-            previous = {}
-            time.sleep(0.5)
-            continue
-        time.sleep(1.5)  # the figures timer (0.5 s) recounts after recovery
-        current = period_figures(workers)
-        if current and current == previous:
-            return current
-        previous = current
-    raise AssertionError(f"figures did not settle: {previous}")
-
-
-def read_to_the_end(workers: list[WorkerProcess]) -> bool:
-    """Every partition's watermark at the history's end (its final heartbeats read): the
-    processed count alone also counts re-reads, so it can pass before a partition is done."""
-    marks = [mark for worker in workers for mark in worker.watermarks().values()]
-    return len(marks) == 4 and set(marks) == {PLAN.end + 1}
-
-
-def produced_count() -> int:
-    customers = simulation.customers_for(PLAN)
-    usage = sum(1 for _ in simulation.events(PLAN, customers))
-    return usage + sum(1 for _ in simulation.billing_events(PLAN, customers))
-
-
-Spawn = Callable[[WorkerEnv, Path, str], WorkerProcess]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start worker processes; every one is stopped at the end, whatever happened."""
-    started: list[WorkerProcess] = []
-
-    def start(env: WorkerEnv, workdir: Path, name: str) -> WorkerProcess:
-        worker = WorkerProcess(env, workdir, name)
-        started.append(worker)
-        return worker.start()
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-def processed(workers: list[WorkerProcess]) -> float:
-    return sum(w.total("churnwatch_events_processed_total") for w in workers)
-
-
-def wait_processed(workers: list[WorkerProcess], count: int, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while processed(workers) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processed {processed(workers)} of {count}")
-        time.sleep(0.5)
+    return settled_at(workers, PLAN.end + 1, timeout=timeout)
 
 
 def test_two_workers_add_up_to_one_and_a_rebalance_loses_nothing(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, spawn: Spawn
 ) -> None:
     single_env = WorkerEnv.unique(kafka_bootstrap, unique_name, **FAST_FIGURES)
-    single_env.run_cli(
-        "simulate", "--customers", str(PLAN.customers), "--days", str(PLAN.days),
-        "--seed", str(PLAN.seed), "--decay-fraction", "0.02", "--stop-fraction", "0.02",
-        "--churn-fraction", "0.06", "--new-fraction", "0.08",
-    )  # fmt: skip
-    count = produced_count()
+    count = simulate(single_env, PLAN)
 
     single = [spawn(single_env, tmp_path / "single", "solo")]
     wait_processed(single, count)

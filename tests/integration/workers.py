@@ -135,6 +135,12 @@ class WorkerProcess:
             self._process.kill()
             self._process.wait()
 
+    def kill(self) -> None:
+        """`kill -9`: no shutdown, no flush, no commit (a crash, an OOM kill, a lost node)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def assert_alive(self) -> None:
         if self._process is not None and self._process.poll() is not None:
             raise AssertionError(
