@@ -29,6 +29,7 @@ from churnwatch.domain.partition import (
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
+from streams.capacity import RefusalLog
 from streams.deadletters import dead_letter_headers
 from streams.state import ClockBook, PartitionIndex, TableStore
 
@@ -54,7 +55,11 @@ class Emitter(Protocol):
     """Where output records go: Faust's producer in a worker, a list in tests."""
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,  # None: a tombstone (compacted topics)
+        headers: list[tuple[str, bytes]] | None,
     ) -> None: ...
 
 
@@ -139,6 +144,7 @@ class IngestBatch:
         self.recorded: set[tuple[int, str]] = set()  # (partition, period label) in the store
         # Each owned partition's low-engagement cutoffs on its last evaluated day (queries).
         self.cutoffs: dict[int, dict[Labels, float]] = {}
+        self._refusals = RefusalLog()
 
     async def record_period(self, closed: ClosedPeriod) -> None:
         """Store a closed period; a failure is counted and retried by the figures timer."""
@@ -209,10 +215,12 @@ class IngestBatch:
             if result.cutoffs is not None:
                 self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
-            late = set(result.late)
+            late = set(result.late) | set(result.rejected)  # neither counts as processed
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
                 await self._dead_letter(sources[partition][position], too_late, now)
+            await self._refuse(partition, [sources[partition][p] for p in result.rejected], now)
+            await self._forget(result.expired)
             for position in result.duplicates:
                 self._metrics.events_duplicate.labels(sources[partition][position].topic).inc()
             for position in result.redelivered:
@@ -280,6 +288,7 @@ class IngestBatch:
             if result.cutoffs is not None:
                 self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
+            await self._forget(result.expired)
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
             for closed in result.closed:
@@ -322,6 +331,26 @@ class IngestBatch:
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":
             self._metrics.events_late.labels(message.topic).inc()
+
+    async def _refuse(self, partition: int, messages: list[Message], now: float) -> None:
+        """Dead-letter events of new customers the partition has no room for; log rarely."""
+        full = InvalidEventError(
+            "capacity", "partition tracks its maximum of customers; new ones are refused"
+        )
+        for message in messages:
+            await self._dead_letter(message, full, now)
+        limit = self._engine.bounds.max_customers
+        tracked = len(self._index.customers(partition))
+        self._refusals.note(partition, len(messages), tracked, limit)
+
+    async def _forget(self, expired: list[str]) -> None:
+        """Count expired customers; tombstone their health so compaction forgets them too."""
+        if not expired:
+            return
+        self._metrics.customers_expired.inc(len(expired))
+        if self._topics.health is not None:
+            for customer_id in expired:
+                await self._emitter.send(self._topics.health, customer_id.encode(), None, None)
 
     async def _publish_all(self, alerts: list[AlertEvent], now: float) -> None:
         for alert in alerts:

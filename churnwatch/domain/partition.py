@@ -29,6 +29,7 @@ from churnwatch.domain.engagement import SECONDS_PER_DAY, breadth_bit, day_of, l
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
 from churnwatch.domain.health import CustomerHealth, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
+from churnwatch.domain.retention import StateBounds, sweep
 from churnwatch.domain.rules import Thresholds, engagement_rate, evaluate, has_churned
 
 # Segment attributes as (name, value) pairs: what segment-specific thresholds match on.
@@ -46,6 +47,12 @@ class CustomerStore(Protocol):
         """Record a changed customer: written once at the end of the batch."""
 
     def in_partition(self, partition: int) -> Iterable[CustomerState]: ...
+
+    def tracked(self, partition: int) -> int:
+        """How many customers the partition holds (for the cap; only asked when one is set)."""
+
+    def delete(self, state: CustomerState) -> None:
+        """Forget an expired customer (only asked when a retention is set)."""
 
 
 KINDS: tuple[str, ...] = ("billing", "usage")  # within a batch, billing first: it is sparse
@@ -84,6 +91,8 @@ class BatchResult:
     heartbeats: int = 0
     late: list[int] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)  # new customers beyond the cap
+    expired: list[str] = field(default_factory=list)  # customer ids forgotten (retention)
     alerts: list[AlertEvent] = field(default_factory=list)
     closed: list[ClosedPeriod] = field(default_factory=list)
     health: list[CustomerHealth] = field(default_factory=list)
@@ -105,6 +114,7 @@ class PartitionEngine:
     weights: Mapping[str, float] | None = None  # of the risk score; None: rules.WEIGHTS
     # Thresholds for segments: the first whose every (name, value) the customer has applies.
     segment_thresholds: tuple[tuple[Labels, Thresholds], ...] = ()
+    bounds: StateBounds = field(default_factory=StateBounds)  # retention and cap (retention.py)
 
     def tracked_milestones(self) -> dict[str, int]:
         """Milestone event types any segment's thresholds name, each with the largest count."""
@@ -148,6 +158,9 @@ class PartitionEngine:
             if state is not None and offset <= _applied_offset(state, item):
                 result.redelivered.append(position)
                 continue
+            if state is None and self.bounds.full(lambda: store.tracked(clock.partition)):
+                result.rejected.append(position)  # changes nothing, not even the clock
+                continue
             if isinstance(item, Snooze):  # an operator's command: applies now, moves no clock
                 if state is None:
                     state = CustomerState.new(
@@ -163,6 +176,7 @@ class PartitionEngine:
             # Close the days this event's time completes before applying it, so no record
             # runs ahead of the day being evaluated.
             self._observe(clock, kind, item.occurred_at, remaining, backlog, store, result)
+            state = store.get(item.customer_id)  # the days just closed may have expired it
             if state is None:
                 state = CustomerState.new(item.customer_id, clock.partition, None, self.ring_days)
             if _apply(state, offset, item, milestones):
@@ -205,6 +219,8 @@ class PartitionEngine:
             period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
             if period.start == as_of_day * SECONDS_PER_DAY:
                 self._close_period(clock.partition, period.previous(), customers, store, result)
+            if self.bounds.retention_days is not None:
+                customers = self._expire(customers, as_of_day, store, result)
             labels = {
                 state.customer_id: self.segment_labels(state, as_of_day) for state in customers
             }
@@ -237,6 +253,22 @@ class PartitionEngine:
             compacted = state.billing is not None and state.billing.compact(keep_from)
             if compacted or state.active_marks != marks:
                 store.put(state)
+
+    def _expire(
+        self,
+        customers: list[CustomerState],
+        as_of_day: int,
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> list[CustomerState]:
+        """Forget customers idle past the retention (after figures close); return the rest."""
+        assert self.bounds.retention_days is not None
+        found = sweep(customers, as_of_day, self.bounds.retention_days, self.alert_policy)
+        for state in found.expired:
+            store.delete(state)
+            result.expired.append(state.customer_id)
+        result.alerts.extend(found.alerts)
+        return found.kept
 
     def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
         """The customer's segment attributes as of a day (() without billing)."""
