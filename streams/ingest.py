@@ -313,15 +313,21 @@ class IngestBatch:
         return frozenset(unread)
 
     def _parse(self, message: Message, now: float) -> Item:
+        item: Item
         if message.topic == self._topics.billing:
-            return parse_billing_message(
+            item = parse_billing_message(
                 message.value,
                 message.key,
                 now=now,
                 limits=self._limits,
                 segment_attributes=self._engine.segment_by,
             )
-        return parse_usage_message(message.value, message.key, now=now, limits=self._limits)
+        else:
+            item = parse_usage_message(message.value, message.key, now=now, limits=self._limits)
+        if message.key is None and not isinstance(item, Heartbeat):
+            # Unkeyed, it landed in any partition: its customer's state would split.
+            raise InvalidEventError("key_mismatch", "message has no key; key it by customer_id")
+        return item
 
     async def _dead_letter(self, message: Message, error: InvalidEventError, now: float) -> None:
         headers = dead_letter_headers(error, message.topic, message.partition, message.offset, now)

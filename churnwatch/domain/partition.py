@@ -158,10 +158,10 @@ class PartitionEngine:
             if state is not None and offset <= _applied_offset(state, item):
                 result.redelivered.append(position)
                 continue
-            if state is None and self.bounds.full(lambda: store.tracked(clock.partition)):
-                result.rejected.append(position)  # changes nothing, not even the clock
-                continue
             if isinstance(item, Snooze):  # an operator's command: applies now, moves no clock
+                if state is None and self._full(clock, store):
+                    result.rejected.append(position)
+                    continue
                 if state is None:
                     state = CustomerState.new(
                         item.customer_id, clock.partition, None, self.ring_days
@@ -172,6 +172,9 @@ class PartitionEngine:
                 continue
             if clock.watermark is not None and item.occurred_at < clock.watermark:
                 result.late.append(position)
+                continue
+            if state is None and self._full(clock, store):
+                result.rejected.append(position)  # changes nothing, not even the clock
                 continue
             # Close the days this event's time completes before applying it, so no record
             # runs ahead of the day being evaluated.
@@ -253,6 +256,10 @@ class PartitionEngine:
             compacted = state.billing is not None and state.billing.compact(keep_from)
             if compacted or state.active_marks != marks:
                 store.put(state)
+
+    def _full(self, clock: PartitionClock, store: CustomerStore) -> bool:
+        """The partition tracks as many customers as the cap allows: no new one fits."""
+        return self.bounds.full(lambda: store.tracked(clock.partition))
 
     def _expire(
         self,

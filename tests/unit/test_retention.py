@@ -322,3 +322,16 @@ def test_the_worker_dead_letters_capacity_refusals_and_counts_every_message(
     assert sample_sum(worker, "churnwatch_events_processed_total") == 5
     assert sample_sum(worker, "churnwatch_events_dead_lettered_total") == 15
     assert len(worker.customers.data) == 5
+
+
+def test_at_capacity_a_late_event_is_late_and_a_snooze_of_a_stranger_is_refused() -> None:
+    from churnwatch.domain.events import Snooze
+
+    store = BoundedStore()
+    eng = engine(StateBounds(max_customers=1))
+    clock = PartitionClock(0)
+    eng.process(clock, [(0, usage("a", START + 5 * DAY))], store)
+    result = eng.process(clock, [(1, usage("b", START)), (2, Snooze("c", START + 9 * DAY))], store)
+    assert result.late == [0]
+    assert result.rejected == [1]
+    assert set(store.states) == {"a"}
