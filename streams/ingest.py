@@ -220,7 +220,6 @@ class IngestBatch:
             for position in result.late:
                 await self._dead_letter(sources[partition][position], too_late, now)
             await self._refuse(partition, [sources[partition][p] for p in result.rejected], now)
-            await self._forget(result.expired)
             for position in result.duplicates:
                 self._metrics.events_duplicate.labels(sources[partition][position].topic).inc()
             for position in result.redelivered:
@@ -234,6 +233,7 @@ class IngestBatch:
                     self._metrics.events_processed.labels(message.topic).inc()
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
+            await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -288,9 +288,9 @@ class IngestBatch:
             if result.cutoffs is not None:
                 self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
-            await self._forget(result.expired)
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
+            await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -340,6 +340,8 @@ class IngestBatch:
 
     async def _refuse(self, partition: int, messages: list[Message], now: float) -> None:
         """Dead-letter events of new customers the partition has no room for; log rarely."""
+        if not messages:
+            return
         full = InvalidEventError(
             "capacity", "partition tracks its maximum of customers; new ones are refused"
         )
@@ -349,13 +351,16 @@ class IngestBatch:
         tracked = len(self._index.customers(partition))
         self._refusals.note(partition, len(messages), tracked, limit)
 
-    async def _forget(self, expired: list[str]) -> None:
-        """Count expired customers; tombstone their health so compaction forgets them too."""
+    async def _forget(self, expired: list[str], store: TableStore) -> None:
+        """Count expired customers; tombstone their health (after any health of theirs in
+        the batch) so compaction forgets them too, unless they came back in the batch."""
         if not expired:
             return
         self._metrics.customers_expired.inc(len(expired))
-        if self._topics.health is not None:
-            for customer_id in expired:
+        if self._topics.health is None:
+            return
+        for customer_id in expired:
+            if store.get(customer_id) is None:
                 await self._emitter.send(self._topics.health, customer_id.encode(), None, None)
 
     async def _publish_all(self, alerts: list[AlertEvent], now: float) -> None:

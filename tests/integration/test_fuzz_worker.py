@@ -121,6 +121,19 @@ def test_hostile_input_is_accounted_for_and_state_stays_bounded(
         worker.assert_alive()
     finally:
         worker.stop()
+    # A new worker restores the table from its changelog: forgotten customers stay forgotten.
+    restarted = WorkerProcess(env, tmp_path, name="restarted").start()
+    try:
+        restarted.wait_for(
+            "churnwatch_customers_tracked", metric_sum(metrics, "churnwatch_customers_tracked")
+        )
+        deadline = time.monotonic() + 60
+        while not restarted.ready() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+        restored = restarted.total("churnwatch_customers_tracked")
+    finally:
+        restarted.stop()
 
     processed = metric_sum(metrics, "churnwatch_events_processed_total")
     dead_by_reason: Counter[str] = Counter()
@@ -135,7 +148,8 @@ def test_hostile_input_is_accounted_for_and_state_stays_bounded(
         "dead_lettered_by_reason": dict(sorted(dead_by_reason.items())),
         "customers_expired": expired,
         "tracked_max": max(t for t, _ in tracked_samples),
-        "tracked_final": tracked_samples[-1][0],
+        "tracked_final": metric_sum(metrics, "churnwatch_customers_tracked"),
+        "tracked_after_restart": restored,
         "tracked_limit": tracked_samples[-1][1],
         "rss_max_mb": round(max(rss) / 2**20, 1),
     }
@@ -153,3 +167,4 @@ def test_hostile_input_is_accounted_for_and_state_stays_bounded(
     assert expired > 0, "idle junk was forgotten"
     assert all(limit == CAP_PER_PARTITION * PARTITIONS for _, limit in tracked_samples)
     assert all(tracked <= limit for tracked, limit in tracked_samples), tracked_samples
+    assert restored == figures["tracked_final"]

@@ -32,6 +32,7 @@ from streams.app import MemoryPeriodSink, Worker, create_worker
 from streams.capacity import RefusalLog
 from streams.ingest import NoBacklog, NoRewind
 from streams.state import PartitionIndex, TableStore
+from tests.unit.test_usage_agent import ListEmitter, drain, sample_sum
 
 DAY = 86_400.0
 START = 1_577_836_800.0  # 2020-01-01, a Wednesday
@@ -278,19 +279,12 @@ def test_refusals_are_logged_once_per_thousand_never_per_event() -> None:
     assert {line["event"] for line in logs} == {"customers_capacity_reached"}
 
 
-def test_the_worker_dead_letters_capacity_refusals_and_counts_every_message(
-    tmp_path: Path,
-) -> None:
-    from tests.unit.test_usage_agent import ListEmitter, drain, sample_sum
-
-    emitter = ListEmitter()
+def agent_worker(tmp_path: Path, emitter: ListEmitter, **overrides: Any) -> Worker:
+    """A worker for Faust's agent test seam, everything delivered on partition 0."""
     settings_ = load_settings(
-        data_dir=tmp_path,
-        batch_within_seconds=0.01,
-        allowed_lateness_seconds=0,
-        state={"max_customers_per_partition": 5},
+        data_dir=tmp_path, batch_within_seconds=0.01, allowed_lateness_seconds=0, **overrides
     )
-    worker: Worker = create_worker(
+    worker = create_worker(
         settings_,
         CollectorRegistry(),
         emitter=emitter,
@@ -301,27 +295,51 @@ def test_the_worker_dead_letters_capacity_refusals_and_counts_every_message(
     )
     worker.app.finalize()
     worker.app.flow_control.resume()
+    return worker
 
+
+def put_all(worker: Worker, messages: list[tuple[bytes | None, bytes]]) -> None:
     async def scenario() -> None:
         async with worker.agents["ingest"].test_context() as agent:
-            for n in range(20):
-                customer = f"junk-{n}"
-                value = {
-                    "event_id": f"e{n}",
-                    "customer_id": customer,
-                    "occurred_at": START + n,
-                    "event_type": "x",
-                }
-                await agent.put(orjson.dumps(value), key=customer.encode())
-            await drain(worker, 20)
+            for key, value in messages:
+                await agent.put(value, key=key)
+            await drain(worker, len(messages))
 
     asyncio.run(scenario())
-    dead = emitter.on(settings_.topics.dead_letters)
+
+
+def junk_event(n: int) -> tuple[bytes, bytes]:
+    customer = f"junk-{n}"
+    value = {"event_id": f"e{n}", "customer_id": customer, "occurred_at": START + n}
+    return customer.encode(), orjson.dumps(value | {"event_type": "x"})
+
+
+def test_the_worker_dead_letters_capacity_refusals_and_counts_every_message(
+    tmp_path: Path,
+) -> None:
+    emitter = ListEmitter()
+    worker = agent_worker(tmp_path, emitter, state={"max_customers_per_partition": 5})
+    put_all(worker, [junk_event(n) for n in range(20)])
+    dead = emitter.on(worker.settings.topics.dead_letters)
     assert len(dead) == 15
     assert {dict(headers or [])["churnwatch.reason"] for _, _, headers in dead} == {b"capacity"}
     assert sample_sum(worker, "churnwatch_events_processed_total") == 5
     assert sample_sum(worker, "churnwatch_events_dead_lettered_total") == 15
     assert len(worker.customers.data) == 5
+
+
+def test_the_worker_dead_letters_unkeyed_events_but_takes_unkeyed_heartbeats(
+    tmp_path: Path,
+) -> None:
+    emitter = ListEmitter()
+    worker = agent_worker(tmp_path, emitter)
+    _, value = junk_event(1)
+    heartbeat = orjson.dumps({"control": "heartbeat", "occurred_at": START})
+    put_all(worker, [(None, value), (None, heartbeat)])
+    dead = emitter.on(worker.settings.topics.dead_letters)
+    assert [dict(headers or [])["churnwatch.reason"] for _, _, headers in dead] == [b"key_mismatch"]
+    assert sample_sum(worker, "churnwatch_heartbeats_total") == 1
+    assert len(worker.customers.data) == 0
 
 
 def test_at_capacity_a_late_event_is_late_and_a_snooze_of_a_stranger_is_refused() -> None:
@@ -335,3 +353,21 @@ def test_at_capacity_a_late_event_is_late_and_a_snooze_of_a_stranger_is_refused(
     assert result.late == [0]
     assert result.rejected == [1]
     assert set(store.states) == {"a"}
+
+
+def test_the_worker_counts_expired_customers_and_tombstones_their_health(
+    tmp_path: Path,
+) -> None:
+    emitter = ListEmitter()
+    worker = agent_worker(tmp_path, emitter, state={"retention_days": 80})
+    old = orjson.dumps({"event_id": "a", "customer_id": "old", "occurred_at": START})
+    new = orjson.dumps({"event_id": "b", "customer_id": "new", "occurred_at": START + 90 * DAY})
+    put_all(
+        worker,
+        [(b"old", old[:-1] + b',"event_type":"x"}'), (b"new", new[:-1] + b',"event_type":"x"}')],
+    )
+    assert worker.registry.get_sample_value("churnwatch_customers_expired_total") == 1
+    assert set(worker.customers.data) == {"new"}
+    health = emitter.on(worker.settings.topics.health)
+    assert health[-1][:2] == (b"old", None)
+    assert worker.registry.get_sample_value("churnwatch_customers_tracked_limit") == 0
