@@ -29,6 +29,7 @@ class StateSummary:
     """What the state gauges show, as computed from the owned partitions."""
 
     customers_tracked: int = 0
+    customers_limit: int | None = None  # the cap over the owned partitions (None: no cap)
     customers_at_risk: int = 0
     at_risk_by_reason: Mapping[str, int] = field(default_factory=dict)
     at_risk_by_severity: Mapping[str, int] = field(default_factory=dict)
@@ -135,6 +136,11 @@ class WorkerMetrics:
             ["status", "reason"],
             registry=registry,
         )
+        self.customers_expired = Counter(
+            "churnwatch_customers_expired",
+            "Customers forgotten: not subscribed and idle for longer than the retention.",
+            registry=registry,
+        )
         self.period_record_failures = Counter(
             "churnwatch_period_record_failures",
             "Closed periods the SQL store refused (retried by the figures timer).",
@@ -174,6 +180,13 @@ class StateCollector(Collector):
             "Customers with state in the partitions this worker owns.",
             summary.customers_tracked,
         )
+        if summary.customers_limit is not None:
+            yield _gauge(
+                "churnwatch_customers_tracked_limit",
+                "Most customers the owned partitions may track (events of new ones beyond it "
+                "are dead-lettered with reason=capacity).",
+                summary.customers_limit,
+            )
         yield _gauge(
             "churnwatch_customers_at_risk",
             "Customers with an open alert.",

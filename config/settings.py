@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from churnwatch.domain.retention import minimum_retention_days
 from churnwatch.exceptions import ConfigError
 from config.notify import NotifySettings
 
@@ -198,6 +199,21 @@ class EventLimits(_Section):
     )
 
 
+class StateSettings(_Section):
+    """Bounds on the customer state a worker keeps (docs/input-safety.md)."""
+
+    retention_days: int = Field(
+        400,
+        ge=1,
+        description="forget customers not subscribed and idle this many days (event time)",
+    )
+    max_customers_per_partition: int = Field(
+        500_000,
+        ge=1,
+        description="new customers beyond this per partition are dead-lettered (capacity)",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a churnwatch process can be told."""
 
@@ -251,6 +267,19 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     churn: ChurnSettings = ChurnSettings()
     limits: EventLimits = EventLimits()
+    state: StateSettings = StateSettings()
+
+    @model_validator(mode="after")
+    def _retention_keeps_figures(self) -> Settings:
+        needed = minimum_retention_days(
+            self.churn.period, self.churn.activity_window_days, self.allowed_lateness_seconds
+        )
+        if self.state.retention_days < needed:
+            raise ValueError(
+                f"state.retention_days must be at least {needed} with {self.churn.period}ly "
+                "periods: figures of the open and the previous period need the customers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _segment_rules_fit(self) -> Settings:

@@ -17,6 +17,7 @@ from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures, segmen
 from churnwatch.domain.engagement import SECONDS_PER_DAY, last_closed_day, ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.domain.periods import period_of
+from churnwatch.domain.retention import StateBounds
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import ConfigError
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
@@ -38,7 +39,11 @@ class FaustEmitter:
         self._app = app
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
     ) -> None:
         await self._app.producer.send(topic, key, value, None, None, headers)
 
@@ -220,8 +225,10 @@ class Worker:
                 if account is not None and account.subscribed:
                     mrr = account.mrr_cents / 100
                     mrr_by_severity[severity] = mrr_by_severity.get(severity, 0.0) + mrr
+        cap = self.engine.bounds.max_customers
         return StateSummary(
             customers_tracked=tracked,
+            customers_limit=None if cap is None else cap * len(owned),
             customers_at_risk=at_risk,
             at_risk_by_reason=by_reason,
             at_risk_by_severity=by_severity,
@@ -327,6 +334,10 @@ def create_worker(
         ),
         dedupe_horizon=settings.limits.dedupe_horizon_seconds,
         dedupe_max_ids=settings.limits.dedupe_max_ids,
+        bounds=StateBounds(
+            retention_days=settings.state.retention_days,
+            max_customers=settings.state.max_customers_per_partition,
+        ),
     )
     topics = settings.topics
     ingest = IngestBatch(

@@ -36,6 +36,7 @@ from churnwatch.domain.partition import (
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
+from streams.capacity import RefusalLog
 from streams.deadletters import dead_letter_headers
 from streams.state import ClockBook, PartitionIndex, TableStore
 
@@ -61,7 +62,11 @@ class Emitter(Protocol):
     """Where output records go: Faust's producer in a worker, a list in tests."""
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,  # None: a tombstone (compacted topics)
+        headers: list[tuple[str, bytes]] | None,
     ) -> None: ...
 
 
@@ -155,6 +160,7 @@ class IngestBatch:
         self.recorded: set[tuple[int, str]] = set()  # (partition, period label) in the store
         # Each owned partition's low-engagement cutoffs on its last evaluated day (queries).
         self.cutoffs: dict[int, dict[Labels, float]] = {}
+        self._refusals = RefusalLog()
 
     async def record_period(self, closed: ClosedPeriod) -> None:
         """Store a closed period; a failure is counted and retried by the figures timer."""
@@ -225,6 +231,7 @@ class IngestBatch:
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
                 await self._dead_letter(origins[position], too_late, now)
+            await self._refuse(partition, [origins[p] for p in result.rejected], now)
             for position in result.duplicates:
                 self._metrics.events_duplicate.labels(origins[position].message.topic).inc()
             for position in result.redelivered:
@@ -236,10 +243,11 @@ class IngestBatch:
                     heartbeats[source.message.topic] += 1
                 else:
                     processed[source.message.topic] += 1
-            for position in result.late:
+            for position in (*result.late, *result.rejected):  # dead-lettered instead
                 processed[origins[position].message.topic] -= 1
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
+            await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -301,6 +309,7 @@ class IngestBatch:
             clocks.append(clock)
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
+            await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
         self._write(store, clocks)
@@ -329,6 +338,11 @@ class IngestBatch:
         single = Source(message)
         try:
             decoded = decode_message(message.value, message.key, self._limits)
+            if isinstance(decoded, Envelope) and message.key is None:
+                count = len(decoded.events)
+                raise EnvelopeError(
+                    "key_mismatch", "envelope has no key; key it by customer", count
+                )
         except EnvelopeError as error:
             yield single, error
             if error.events > 1:
@@ -340,7 +354,13 @@ class IngestBatch:
             yield single, error
             return
         if not isinstance(decoded, Envelope):
-            yield single, self._validate(message.topic, decoded, message.key, now)
+            item = self._validate(message.topic, decoded, message.key, now)
+            if message.key is None and not isinstance(item, Heartbeat | InvalidEventError):
+                # Unkeyed, it landed in any partition: its customer's state would split.
+                item = InvalidEventError(
+                    "key_mismatch", "message has no key; key it by customer_id"
+                )
+            yield single, item
             return
         self._metrics.envelopes.labels(message.topic).inc()
         key = decoded.customer_id.encode()
@@ -385,6 +405,31 @@ class IngestBatch:
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":
             self._metrics.events_late.labels(message.topic).inc()
+
+    async def _refuse(self, partition: int, sources: list[Source], now: float) -> None:
+        """Dead-letter events of new customers the partition has no room for; log rarely."""
+        if not sources:
+            return
+        full = InvalidEventError(
+            "capacity", "partition tracks its maximum of customers; new ones are refused"
+        )
+        for source in sources:
+            await self._dead_letter(source, full, now)
+        limit = self._engine.bounds.max_customers
+        tracked = len(self._index.customers(partition))
+        self._refusals.note(partition, len(sources), tracked, limit)
+
+    async def _forget(self, expired: list[str], store: TableStore) -> None:
+        """Count expired customers; tombstone their health (after any health of theirs in
+        the batch) so compaction forgets them too, unless they came back in the batch."""
+        if not expired:
+            return
+        self._metrics.customers_expired.inc(len(expired))
+        if self._topics.health is None:
+            return
+        for customer_id in expired:
+            if store.get(customer_id) is None:
+                await self._emitter.send(self._topics.health, customer_id.encode(), None, None)
 
     async def _publish_all(self, alerts: list[AlertEvent], now: float) -> None:
         for alert in alerts:

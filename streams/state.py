@@ -34,29 +34,46 @@ class PartitionIndex:
     def add(self, state: CustomerState) -> None:
         self.customers(state.partition).add(state.customer_id)
 
+    def discard(self, state: CustomerState) -> None:
+        self.customers(state.partition).discard(state.customer_id)
+
     def clear(self) -> None:
         """Forget everything: after a rebalance, partitions are indexed afresh when asked."""
         self._members.clear()
 
 
 class TableStore:
-    """A batch's view of the customer table: reads through changes, writes each once."""
+    """A batch's view of the customer table: reads through changes, writes each once.
+
+    A deleted customer (expired) is removed from the table and the index, and its changelog
+    key gets a tombstone, so compaction drops it and a restore does not bring it back.
+    """
 
     def __init__(self, table: Any, index: PartitionIndex) -> None:
         self._table = table
         self._index = index
         self._dirty: dict[str, CustomerState] = {}
+        self._deleted: dict[str, int] = {}  # customer id -> partition
 
     def get(self, customer_id: str) -> CustomerState | None:
         state = self._dirty.get(customer_id)
-        if state is None:
+        if state is None and customer_id not in self._deleted:
             state = self._table.data.get(customer_id)
         return state
 
     def put(self, state: CustomerState) -> None:
         if state.customer_id not in self._dirty:
+            self._deleted.pop(state.customer_id, None)
             self._dirty[state.customer_id] = state
             self._index.add(state)
+
+    def delete(self, state: CustomerState) -> None:
+        self._dirty.pop(state.customer_id, None)
+        self._deleted[state.customer_id] = state.partition
+        self._index.discard(state)
+
+    def tracked(self, partition: int) -> int:
+        return len(self._index.customers(partition))
 
     def in_partition(self, partition: int) -> Iterator[CustomerState]:
         for customer_id in self._index.customers(partition):
@@ -67,11 +84,15 @@ class TableStore:
     def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""
         data = self._table.data
+        for customer_id, partition in self._deleted.items():
+            if customer_id in data:
+                del data[customer_id]
+            self._table.send_changelog(partition, customer_id, None, value_serializer="raw")
         for customer_id, state in self._dirty.items():
             data[customer_id] = state
             self._table.send_changelog(state.partition, customer_id, state)
-        written = len(self._dirty)
-        self._dirty = {}
+        written = len(self._dirty) + len(self._deleted)
+        self._dirty, self._deleted = {}, {}
         return written
 
 

@@ -35,6 +35,8 @@ BillingType = Literal[
 BILLING_TYPES: Final[frozenset[str]] = frozenset(get_args(BillingType))
 _NEEDS_MRR: Final = frozenset({"subscription.started", "subscription.changed"})
 MAX_MRR_CENTS: Final = 10**13  # 100 billion a month: anything above is a unit mistake
+_MAX_MRR: Final = Decimal(MAX_MRR_CENTS) / 100
+MAX_MONEY_LENGTH: Final = 40  # characters of an mrr string
 MAX_ATTRIBUTE_LENGTH: Final = 64
 
 
@@ -125,16 +127,19 @@ def _money(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidEventError("wrong_type", "mrr must be a decimal number or string")
+    if isinstance(value, str) and len(value) > MAX_MONEY_LENGTH:
+        raise InvalidEventError("invalid_value", f"mrr has more than {MAX_MONEY_LENGTH} characters")
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise InvalidEventError("invalid_value", "mrr is not a decimal number") from None
     if not amount.is_finite() or amount < 0:
         raise InvalidEventError("invalid_value", "mrr must be a finite amount >= 0")
-    cents = int((amount * 100).to_integral_value())
-    if cents > MAX_MRR_CENTS:
+    # Compared before any arithmetic: "1e999990" would otherwise become a million-digit
+    # integer (a minute of CPU), and "1e999999999" overflow the decimal context.
+    if amount > _MAX_MRR:
         raise InvalidEventError("invalid_value", "mrr is implausibly large")
-    return cents
+    return int((amount * 100).to_integral_value())
 
 
 def _seats(value: object) -> int | None:

@@ -31,6 +31,7 @@ REASONS: Final = (
     "timestamp_out_of_range",
     "key_mismatch",
     "late",
+    "capacity",  # a new customer beyond the cap on tracked customers (retention.py)
 )
 
 

@@ -30,6 +30,7 @@ from churnwatch.domain.engagement import SECONDS_PER_DAY, breadth_bit, day_of, l
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
 from churnwatch.domain.health import CustomerHealth, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
+from churnwatch.domain.retention import StateBounds, sweep
 from churnwatch.domain.rules import Thresholds, engagement_rate, evaluate, has_churned
 
 # Segment attributes as (name, value) pairs: what segment-specific thresholds match on.
@@ -47,6 +48,12 @@ class CustomerStore(Protocol):
         """Record a changed customer: written once at the end of the batch."""
 
     def in_partition(self, partition: int) -> Iterable[CustomerState]: ...
+
+    def tracked(self, partition: int) -> int:
+        """How many customers the partition holds (for the cap; only asked when one is set)."""
+
+    def delete(self, state: CustomerState) -> None:
+        """Forget an expired customer (only asked when a retention is set)."""
 
 
 KINDS: tuple[str, ...] = ("billing", "usage")  # within a batch, billing first: it is sparse
@@ -87,6 +94,8 @@ class BatchResult:
     late: list[int] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
     forgotten_ids: int = 0  # event ids dropped to keep within `dedupe_max_ids`
+    rejected: list[int] = field(default_factory=list)  # new customers beyond the cap
+    expired: list[str] = field(default_factory=list)  # customer ids forgotten (retention)
     alerts: list[AlertEvent] = field(default_factory=list)
     closed: list[ClosedPeriod] = field(default_factory=list)
     health: list[CustomerHealth] = field(default_factory=list)
@@ -111,6 +120,7 @@ class PartitionEngine:
     # A usage event_id seen again within this much event time is a duplicate (0: off).
     dedupe_horizon: float = 0.0
     dedupe_max_ids: int = 4096
+    bounds: StateBounds = field(default_factory=StateBounds)  # retention and cap (retention.py)
 
     def tracked_milestones(self) -> dict[str, int]:
         """Milestone event types any segment's thresholds name, each with the largest count."""
@@ -165,6 +175,9 @@ class PartitionEngine:
                 result.redelivered.append(position)
                 continue
             if type(item) is Snooze:  # an operator's command: applies now, moves no clock
+                if state is None and self._full(clock, store):
+                    result.rejected.append(position)
+                    continue
                 if state is None:
                     state = CustomerState.new(customer_id, clock.partition, None, self.ring_days)
                 state.snoozed_until, state.usage_offset = item.until, offset
@@ -177,10 +190,14 @@ class PartitionEngine:
             if watermark is not None and at < watermark:
                 result.late.append(position)
                 continue
+            if state is None and self._full(clock, store):
+                result.rejected.append(position)  # changes nothing, not even the clock
+                continue
             # Close the days this event's time completes before applying it, so no record
             # runs ahead of the day being evaluated.
             if at > clock.latest.get(kind, _NEVER) or not remaining[kind]:
                 self._observe(clock, kind, at, remaining, backlog, store, result)
+                state = store.get(customer_id)  # the days just closed may have expired it
             if state is None:
                 state = CustomerState.new(customer_id, clock.partition, None, self.ring_days)
             applying[customer_id, kind] = offset
@@ -266,6 +283,8 @@ class PartitionEngine:
             period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
             if period.start == as_of_day * SECONDS_PER_DAY:
                 self._close_period(clock.partition, period.previous(), customers, store, result)
+            if self.bounds.retention_days is not None:
+                customers = self._expire(customers, as_of_day, store, result)
             labels = {
                 state.customer_id: self.segment_labels(state, as_of_day) for state in customers
             }
@@ -298,6 +317,26 @@ class PartitionEngine:
             compacted = state.billing is not None and state.billing.compact(keep_from)
             if compacted or state.active_marks != marks:
                 store.put(state)
+
+    def _full(self, clock: PartitionClock, store: CustomerStore) -> bool:
+        """The partition tracks as many customers as the cap allows: no new one fits."""
+        return self.bounds.full(lambda: store.tracked(clock.partition))
+
+    def _expire(
+        self,
+        customers: list[CustomerState],
+        as_of_day: int,
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> list[CustomerState]:
+        """Forget customers idle past the retention (after figures close); return the rest."""
+        assert self.bounds.retention_days is not None
+        found = sweep(customers, as_of_day, self.bounds.retention_days, self.alert_policy)
+        for state in found.expired:
+            store.delete(state)
+            result.expired.append(state.customer_id)
+        result.alerts.extend(found.alerts)
+        return found.kept
 
     def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
         """The customer's segment attributes as of a day (() without billing)."""
