@@ -46,6 +46,7 @@ from agents.api_formats import (
     unavailable,
 )
 from churnwatch.domain.alertwire import Transition
+from churnwatch.domain.customer import CustomerState
 from churnwatch.exceptions import AlertNotFoundError, InvalidAlertRequestError
 from churnwatch.store.alerts import AlertPage, AlertRecord
 from streams.commands import send_snooze
@@ -251,7 +252,7 @@ class Api:
     def _health(self, customer_id: str) -> dict[str, Any]:
         worker = self._worker
         state = worker.customers.data.get(customer_id)
-        if state is None:
+        if not isinstance(state, CustomerState):  # none, or a partition clock's key
             raise ApiError(404, "customer_not_found", "no customer with this id", "customer_id")
         as_of_day = worker.clocks.get(state.partition).evaluated_day
         if as_of_day is None:

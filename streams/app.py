@@ -27,7 +27,7 @@ from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex
-from streams.topics import CLOCKS_TABLE, CUSTOMERS_TABLE
+from streams.topics import CUSTOMERS_TABLE
 
 UNKNOWN_SEGMENT = (UNKNOWN,)
 
@@ -292,7 +292,7 @@ def create_worker(
         partitions=settings.partitions,
     )
     customers = _table(app, CUSTOMERS_TABLE, CUSTOMER_CODEC, settings.partitions)
-    clocks = ClockBook(_table(app, CLOCKS_TABLE, "json", settings.partitions))
+    clocks = ClockBook(customers)
     index = PartitionIndex(customers)
     metrics = WorkerMetrics(registry)
     engine = PartitionEngine(

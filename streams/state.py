@@ -1,4 +1,4 @@
-"""Customer records and partition clocks in Faust tables, written once per batch.
+"""Customer records and partition clocks in one Faust table, written once per batch.
 
 Faust refuses `table[key] = value` outside per-event stream iteration, and a write per event
 costs a changelog message per event. So a batch reads through a working set, and each changed
@@ -26,7 +26,9 @@ class PartitionIndex:
         members = self._members.get(partition)
         if members is None:
             members = {
-                key for key, state in self._table.data.items() if state.partition == partition
+                key
+                for key, state in self._table.data.items()
+                if state.partition == partition and type(state) is CustomerState
             }
             self._members[partition] = members
         return members
@@ -96,34 +98,36 @@ class TableStore:
         return written
 
 
+CLOCK_KEY_PREFIX = "\x00clock/"  # no customer id starts with NUL (events.py refuses it)
+
+
+def clock_key(partition: int) -> str:
+    return f"{CLOCK_KEY_PREFIX}{partition}"
+
+
 class ClockBook:
-    """Partition clocks in their own small table, keyed by partition number."""
+    """Partition clocks, kept in the customers table under keys no customer can have.
+
+    Each clock is written after its partition's customer records of the same batch, by the
+    same producer, to the same changelog partition; Kafka keeps a partition's order (aiokafka
+    sends one batch per partition at a time), so a clock that survived a crash implies every
+    record written before it did. In a table of its own, a `kill -9` could persist the clock
+    without the records: their next owner then skipped re-evaluating a day the records lacked.
+    """
 
     def __init__(self, table: Any) -> None:
         self._table = table
 
     def get(self, partition: int) -> PartitionClock:
-        plain = self._table.data.get(str(partition))
-        if plain is None:
-            return PartitionClock(partition)
-        return PartitionClock(
-            partition,
-            latest=dict(plain["latest"]),
-            watermark=plain["watermark"],
-            evaluated_day=plain["evaluated_day"],
-            next_offsets=dict(plain["next"]),
-        )
+        """A copy: the batch changes it and writes it back with `save`."""
+        clock = self._table.data.get(clock_key(partition))
+        return PartitionClock(partition) if clock is None else clock.copy()
 
     def save(self, clock: PartitionClock) -> None:
-        key = str(clock.partition)
-        plain = {
-            "latest": clock.latest,
-            "watermark": clock.watermark,
-            "evaluated_day": clock.evaluated_day,
-            "next": clock.next_offsets,
-        }
-        self._table.data[key] = plain
-        self._table.send_changelog(clock.partition, key, plain)
+        key = clock_key(clock.partition)
+        saved = clock.copy()
+        self._table.data[key] = saved
+        self._table.send_changelog(clock.partition, key, saved)
 
     def watermarks(self, partitions: set[int]) -> dict[int, float]:
         marks = {}

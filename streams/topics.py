@@ -15,9 +15,8 @@ from kafka.errors import TopicAlreadyExistsError
 from churnwatch.exceptions import ConfigError
 from config import Settings
 
-CUSTOMERS_TABLE = "customers"
-CLOCKS_TABLE = "partition-clocks"
-TABLES = (CUSTOMERS_TABLE, CLOCKS_TABLE)  # the Faust tables streams/app.py declares
+CUSTOMERS_TABLE = "customers"  # customer records and partition clocks (streams/state.py)
+TABLES = (CUSTOMERS_TABLE,)  # the Faust tables streams/app.py declares
 
 
 def changelog_topics(settings: Settings) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, cast, get_args
 from churnwatch.domain.events import (
     Heartbeat,
     Limits,
+    customer_id_of,
     decode_object,
     event_time,
     parse_control,
@@ -87,7 +88,7 @@ def billing_from_payload(
     """Validate one decoded billing object (a message's, or an envelope's event)."""
     if payload.get("control") is not None:
         return parse_control(payload, now, limits, kind="billing")
-    customer_id = required_string(payload, "customer_id", limits)
+    customer_id = customer_id_of(payload, limits)
     if key is not None and key != customer_id.encode():
         raise InvalidEventError("key_mismatch", "message key differs from customer_id")
     kind = payload.get("type")

@@ -93,6 +93,8 @@ def _envelope(payload: dict[str, Any], key: bytes | None, limits: EnvelopeLimits
         raise refuse("wrong_type", "customer_id must be a string")
     if not customer_id or len(customer_id) > limits.max_id_length:
         raise refuse("invalid_value", f"customer_id must have 1..{limits.max_id_length} characters")
+    if customer_id[0] == "\x00":
+        raise refuse("invalid_value", "customer_id must not start with a NUL character")
     if key is not None and key != customer_id.encode():
         raise refuse("key_mismatch", "message key differs from the envelope's customer_id")
     if events is None:

@@ -115,7 +115,7 @@ def usage_from_payload(
         return parse_snooze(payload, key, limits)
     if payload.get("control") is not None:
         return parse_control(payload, now, limits)
-    customer_id = required_string(payload, "customer_id", limits)
+    customer_id = customer_id_of(payload, limits)
     if key is not None and key != customer_id.encode():
         raise InvalidEventError(
             "key_mismatch", "message key differs from customer_id (wrong partition)"
@@ -155,6 +155,7 @@ def _plain_usage(
         and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= longest))
         and 0 < len(event_id) <= longest
         and 0 < len(customer_id) <= longest
+        and customer_id[0] != "\x00"
         and 0 < len(event_type) <= longest
         and limits.earliest_event_time <= at <= now + limits.max_future_skew_seconds
         and 0 <= quantity <= limits.max_quantity
@@ -168,7 +169,7 @@ def _plain_usage(
 
 def parse_snooze(payload: dict[str, Any], key: bytes | None, limits: Limits) -> Snooze:
     """`{"control": "snooze", "customer_id": ..., "until": time or null}`, keyed by the id."""
-    customer_id = required_string(payload, "customer_id", limits)
+    customer_id = customer_id_of(payload, limits)
     if key is not None and key != customer_id.encode():
         raise InvalidEventError("key_mismatch", "message key differs from customer_id")
     until = payload.get("until")
@@ -185,6 +186,14 @@ def parse_control(
         detail = f"unknown control {str(payload['control'])[:40]!r}"
         raise InvalidEventError("invalid_value", detail)
     return Heartbeat(occurred_at=event_time(payload, now, limits), kind=kind)
+
+
+def customer_id_of(payload: dict[str, Any], limits: Limits) -> str:
+    """`customer_id`, which must not start with NUL: such keys hold the partition clocks."""
+    customer_id = required_string(payload, "customer_id", limits)
+    if customer_id[0] == "\x00":
+        raise InvalidEventError("invalid_value", "customer_id must not start with a NUL character")
+    return customer_id
 
 
 def required_string(payload: dict[str, Any], field: str, limits: Limits) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, assess, next_transition
 from churnwatch.domain.billing import BillingEvent, Timeline
@@ -73,6 +73,35 @@ class PartitionClock:
     watermark: float | None = None
     evaluated_day: int | None = None
     next_offsets: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> PartitionClock:
+        return PartitionClock(
+            self.partition,
+            dict(self.latest),
+            self.watermark,
+            self.evaluated_day,
+            dict(self.next_offsets),
+        )
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "clock": 1,
+            "p": self.partition,
+            "latest": self.latest,
+            "watermark": self.watermark,
+            "evaluated_day": self.evaluated_day,
+            "next": self.next_offsets,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> PartitionClock:
+        return cls(
+            plain["p"],
+            dict(plain["latest"]),
+            plain["watermark"],
+            plain["evaluated_day"],
+            dict(plain["next"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)

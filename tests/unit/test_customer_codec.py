@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 from churnwatch.domain.alerts import OpenAlert, alert_id_for
 from churnwatch.domain.customer import RECORD_VERSION, CustomerState
 from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of, ring_days_needed
-from config.settings import RuleSettings
+from churnwatch.domain.events import parse_usage_message
+from churnwatch.domain.partition import PartitionClock
+from churnwatch.exceptions import InvalidEventError
+from config.settings import EventLimits, RuleSettings
 from streams.codecs import CUSTOMER_CODEC, CustomerCodec, register_codecs
+from streams.state import clock_key
 
 EARLIEST = 946_684_800.0  # 2000-01-01, EventLimits' default
 CODEC = CustomerCodec()
@@ -142,3 +146,15 @@ def test_records_written_before_breadth_and_severity_were_kept_still_read() -> N
     assert read.ring.breadth_between(0, 10**6) == (0.0, 0.0)
     assert read.alert is not None
     assert (read.alert.severity, read.alert.clear_since_day) == ("warning", None)
+
+
+def test_a_partition_clock_rides_in_the_customers_table_codec() -> None:
+    clock = PartitionClock(3, {"usage": 10.5}, 5.0, 19796, {"usage-events": 42})
+    codec = CustomerCodec()
+    assert codec._loads(codec._dumps(clock)) == clock
+
+
+def test_no_customer_id_can_take_a_clocks_key() -> None:
+    event = {"event_id": "e", "customer_id": clock_key(0), "occurred_at": 1e9, "event_type": "t"}
+    with pytest.raises(InvalidEventError, match="NUL"):
+        parse_usage_message(orjson.dumps(event), None, now=1e9, limits=EventLimits())
