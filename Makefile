@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka demo test lint typecheck test-unit test-integration bench clean
+.PHONY: help venv kafka demo test lint typecheck test-unit test-integration audit bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test-integration: kafka ## integration tests against a real embedded Kafka broke
 
 test: lint typecheck kafka ## everything CI runs: lint, types, unit and integration tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+audit: $(STAMP) ## pip-audit the installed dependencies (fails on findings, warns on an outage)
+	$(BIN)/python .ci/audit.py
 
 bench: kafka ## benchmark churnwatch against raw aiokafka and Quix Streams (BENCH_ARGS="--quick")
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
