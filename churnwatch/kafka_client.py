@@ -8,13 +8,17 @@ the command at start with the setting's name.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
 from faust.types.auth import CredentialsT
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from churnwatch.exceptions import ConfigError
 from config.settings import SASL_PROTOCOLS, TLS_PROTOCOLS, KafkaSecuritySettings, Settings
@@ -94,16 +98,61 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class _AuthFailures(logging.Handler):
+    """Watches kafka-python's warnings for signs that the broker refused the credentials:
+    an authentication error, or (Kafka closes the socket on a wrong SASL PLAIN password)
+    connections that were made and then dropped, none refused."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.failed = self.dropped = self.refused = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().lower()
+        self.failed |= "authenticationfailed" in text or "authentication fail" in text
+        self.dropped |= "disconnected" in text
+        self.refused |= "refused" in text
+
+    def credentials_refused(self, sasl: bool) -> bool:
+        return self.failed or (sasl and self.dropped and not self.refused)
+
+
+@contextmanager
+def explained_auth_failure(settings: Settings) -> Iterator[None]:
+    """Turn kafka-python's bootstrap timeout into a ConfigError when the broker refused the
+    credentials (kafka-python only logs that, then times out as if no broker answered)."""
+    watcher = _AuthFailures()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(watcher)
+    try:
+        yield
+    except KafkaError:
+        kafka = settings.kafka
+        if not watcher.credentials_refused(kafka.security_protocol in SASL_PROTOCOLS):
+            raise
+        raise ConfigError(
+            f"Kafka at {settings.broker_url} did not let user {kafka.username!r} in "
+            f"({kafka.security_protocol} {kafka.sasl_mechanism}): authentication failed; "
+            "check kafka.username and kafka.password (or kafka.password_file), and that the "
+            "listener speaks that protocol and mechanism"
+        ) from None
+    finally:
+        logger.removeHandler(watcher)
+
+
 def admin_client(settings: Settings, **options: Any) -> KafkaAdminClient:
     """A kafka-python admin client with the settings' broker and security."""
-    return KafkaAdminClient(**client_options(settings), **options)
+    with explained_auth_failure(settings):
+        return KafkaAdminClient(**client_options(settings), **options)
 
 
 def producer(settings: Settings, **options: Any) -> KafkaProducer:
     """A kafka-python producer with the settings' broker and security."""
-    return KafkaProducer(**client_options(settings), **options)
+    with explained_auth_failure(settings):
+        return KafkaProducer(**client_options(settings), **options)
 
 
 def consumer(settings: Settings, **options: Any) -> KafkaConsumer:
     """A kafka-python consumer with the settings' broker and security."""
-    return KafkaConsumer(**client_options(settings), **options)
+    with explained_auth_failure(settings):
+        return KafkaConsumer(**client_options(settings), **options)

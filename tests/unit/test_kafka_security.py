@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import ssl
@@ -14,6 +15,7 @@ from typing import Any
 import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
 from churnwatch import alerts_cli, kafka_client, produce
@@ -254,3 +256,29 @@ def test_the_worker_gets_broker_credentials(tmp_path: Path) -> None:
     assert auth["security_protocol"] == "SASL_PLAINTEXT"
     assert auth["sasl_mechanism"] == "SCRAM-SHA-256"
     assert auth["sasl_plain_password"] == SECRET
+
+
+@pytest.mark.parametrize(
+    ("warnings", "explained"),
+    [
+        (["Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: socket disconnected"],
+         True),  # what Kafka does with a wrong SASL PLAIN password: it hangs up
+        (["Connection failed: SaslAuthenticationFailedError: Authentication failed"], True),
+        (["Bootstrap connection to bootstrap-0 failed: [Errno 111] Connection refused"], False),
+        ([], False),
+    ],
+)  # fmt: skip
+def test_refused_credentials_are_named_not_a_timeout(warnings: list[str], explained: bool) -> None:
+    settings = sasl()
+    log = logging.getLogger("kafka.net.manager")
+
+    expected = ConfigError if explained else KafkaTimeoutError
+    with pytest.raises(expected) as raised, kafka_client.explained_auth_failure(settings):  # noqa: PT012
+        for text in warnings:
+            log.warning(text)
+        raise KafkaTimeoutError("Unable to bootstrap from ['k1:9093']")
+
+    if explained:
+        assert "user 'cw'" in str(raised.value)
+        assert "authentication failed" in str(raised.value)
+        assert SECRET not in str(raised.value)
