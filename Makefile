@@ -9,7 +9,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv kafka demo test lint typecheck test-unit test-integration test-faults bench clean
+.PHONY: help venv kafka demo test lint typecheck test-unit test-integration test-faults audit bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ test-faults: kafka ## fault tests: kill -9 workers, stop the broker, late events
 
 test: lint typecheck kafka ## lint, types, unit and integration tests (CI also runs test-faults)
 	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+audit: $(STAMP) ## pip-audit the installed dependencies (fails on findings, warns on an outage)
+	$(BIN)/python .ci/audit.py
 
 bench: kafka ## benchmark churnwatch against raw aiokafka and Quix Streams (BENCH_ARGS="--quick")
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -196,16 +196,14 @@ def _alerts_snooze(args: argparse.Namespace) -> int:
 
 def _tell_stream(settings: Settings, customer_id: str, until: datetime) -> None:
     """Send the snooze control message, so the owning worker opens no alert before `until`."""
-    from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from churnwatch import kafka_client
     from streams.commands import snooze_message
 
     key, value = snooze_message(customer_id, until)
     try:
-        producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers, acks="all", client_id="churnwatch-cli"
-        )
+        producer = kafka_client.producer(settings, acks="all", client_id="churnwatch-cli")
         try:
             producer.send(settings.topics.usage, key=key, value=value).get(timeout=30)
         finally:
@@ -219,19 +217,18 @@ def _tell_stream(settings: Settings, customer_id: str, until: datetime) -> None:
 
 
 def _alerts_tail(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
+    from churnwatch import kafka_client
     from churnwatch.domain.alertwire import decode_transition
     from churnwatch.exceptions import InvalidAlertError
 
     settings = _settings(args)
     topic = args.topic or settings.topics.alerts
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            enable_auto_commit=False,
-            client_id="churnwatch-alerts-tail",
+        consumer = kafka_client.consumer(
+            settings, enable_auto_commit=False, client_id="churnwatch-alerts-tail"
         )
     except KafkaError as exc:
         raise ChurnwatchError(f"no Kafka broker answers at {settings.broker_url}: {exc}") from exc

@@ -257,6 +257,7 @@ def _run_broker(args: argparse.Namespace) -> int:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
+    from churnwatch.kafka_client import explained_auth_failure, kafka_python_options
     from churnwatch.produce import make_producer, send_heartbeats
     from streams.topics import ensure_topics
 
@@ -267,7 +268,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.planted_out:
         write_planted(args.planted_out, customers)
     ensure_topics(settings)
-    producer = make_producer(settings.bootstrap_servers)
+    with explained_auth_failure(settings):
+        producer = make_producer(settings.bootstrap_servers, kafka_python_options(settings.kafka))
     try:
         sent = produce_simulation(
             producer,
@@ -323,6 +325,7 @@ def produce_simulation(
 
 
 def _run_replay(args: argparse.Namespace) -> int:
+    from churnwatch.kafka_client import explained_auth_failure, kafka_python_options
     from churnwatch.produce import make_producer, produce, send_heartbeats
     from churnwatch.progress import Progress
     from churnwatch.replay import in_event_time_order, last_event_time, read_history
@@ -340,7 +343,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     total = sum(len(history) for history in histories)
     advance_to = _advance_to(args.advance_to, last_event_time(*histories), settings)
     ensure_topics(settings)
-    producer = make_producer(settings.bootstrap_servers)
+    with explained_auth_failure(settings):
+        producer = make_producer(settings.bootstrap_servers, kafka_python_options(settings.kafka))
     try:
         topics = {"usage": settings.topics.usage, "billing": settings.topics.billing}
         progress = Progress("replaying", total)
@@ -383,7 +387,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _show_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    from churnwatch.logs import redact
+
+    # SecretStr fields print as stars; redact() also masks passwords inside URLs.
+    print(json.dumps(redact(settings.model_dump(mode="json")), indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from churnwatch import simulation
 from churnwatch.broker import EmbeddedKafka, ensure_kafka
 from churnwatch.cli import REPO_POM, plan_from, produce_simulation, write_planted
 from churnwatch.exceptions import ChurnwatchError
+from churnwatch.kafka_client import kafka_python_options
 from churnwatch.logs import configure_logging
 from churnwatch.produce import make_producer, send_heartbeats
 from config import Settings, load_settings
@@ -113,7 +114,7 @@ def produce_history(args: argparse.Namespace, settings: Settings, workdir: Path)
     plan = plan_from(args)
     customers = simulation.customers_for(plan)
     write_planted(workdir / "planted.json", customers)
-    producer = make_producer(settings.bootstrap_servers)
+    producer = make_producer(settings.bootstrap_servers, kafka_python_options(settings.kafka))
     try:
         produce_simulation(producer, settings, plan, customers)
         heartbeat_at = plan.end + settings.allowed_lateness_seconds + 1

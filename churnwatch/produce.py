@@ -12,9 +12,13 @@ from kafka import KafkaProducer
 from churnwatch.progress import Progress
 
 
-def make_producer(bootstrap: list[str]) -> KafkaProducer:
-    """A producer tuned for throughput: batches by size and a short linger, acks from all."""
+def make_producer(bootstrap: list[str], security: Mapping[str, Any] | None = None) -> KafkaProducer:
+    """A producer tuned for throughput: batches by size and a short linger, acks from all.
+
+    `security`: kafka-python's options for the settings (`kafka_client.kafka_python_options`).
+    """
     return KafkaProducer(
+        **(security or {}),
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=20,

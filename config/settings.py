@@ -214,6 +214,54 @@ class StateSettings(_Section):
     )
 
 
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
+class KafkaSecuritySettings(_Section):
+    """How every Kafka client authenticates and encrypts (docs/security.md)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    username: str | None = Field(None, description="SASL user (SASL_PLAINTEXT, SASL_SSL)")
+    password: SecretStr | None = Field(None, description="SASL password; or password_file")
+    password_file: Path | None = Field(
+        None, description="file holding the SASL password (a mounted secret), read at start"
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify the brokers (default: the system's)"
+    )
+    cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file")
+    check_hostname: bool = Field(True, description="verify the broker's name in its certificate")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecuritySettings:
+        """The shape only: the files are read when the clients are made (at start), since a
+        mounted secret may not be there when a tool merely loads the settings."""
+        protocol = self.security_protocol
+        if protocol in SASL_PROTOCOLS:
+            if not self.username:
+                raise ValueError(f"security_protocol {protocol} needs a username")
+            if self.password is None and self.password_file is None:
+                raise ValueError(f"security_protocol {protocol} needs password or password_file")
+        elif self.username or self.password or self.password_file:
+            raise ValueError(
+                f"username/password set but security_protocol is {protocol}: "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        named = [name for name, path in files.items() if path is not None]
+        if protocol not in TLS_PROTOCOLS and (named or not self.check_hostname):
+            shown = ", ".join(named) or "check_hostname"
+            raise ValueError(
+                f"{shown} set but security_protocol is {protocol}: use SSL or SASL_SSL"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a churnwatch process can be told."""
 
@@ -268,6 +316,7 @@ class Settings(BaseSettings):
     churn: ChurnSettings = ChurnSettings()
     limits: EventLimits = EventLimits()
     state: StateSettings = StateSettings()
+    kafka: KafkaSecuritySettings = KafkaSecuritySettings()
 
     @model_validator(mode="after")
     def _retention_keeps_figures(self) -> Settings:

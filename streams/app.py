@@ -20,6 +20,7 @@ from churnwatch.domain.periods import period_of
 from churnwatch.domain.retention import StateBounds
 from churnwatch.domain.rules import WEIGHTS
 from churnwatch.exceptions import ConfigError
+from churnwatch.kafka_client import faust_credentials
 from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.assignor import CopartitionedAssignor
@@ -263,6 +264,7 @@ def create_worker(
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings.kafka),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,

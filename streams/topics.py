@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 
-from kafka.admin import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
 from churnwatch.exceptions import ConfigError
+from churnwatch.kafka_client import admin_client
 from config import Settings
 
 CUSTOMERS_TABLE = "customers"  # customer records and partition clocks (streams/state.py)
@@ -45,9 +45,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     changelog left out is never restored when its partitions move to another worker.
     """
     wanted = topic_partitions(settings)
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
-    )
+    admin = admin_client(settings, client_id=f"{settings.app_id}-admin")
     try:
         existing = set(admin.list_topics())
         compacted = {*changelog_topics(settings), settings.topics.health}

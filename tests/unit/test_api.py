@@ -712,6 +712,31 @@ def test_the_token_guards_every_api_route_and_no_probe(tmp_path: Path, store: Al
     assert got["/readyz"] == [(503, None)]  # not 401: no partitions in this test
 
 
+def test_the_token_is_compared_in_constant_time(
+    tmp_path: Path, store: AlertStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = api.hmac.compare_digest
+
+    def spy(given: bytes, expected: bytes) -> bool:
+        compared.append((given, expected))
+        return real(given, expected)
+
+    monkeypatch.setattr(api.hmac, "compare_digest", spy)
+    worker = make_worker(tmp_path, 16_006, TOKEN)
+    api.install(worker, store, owners=Owners(), snoozes=Snoozes())
+
+    async def scenario() -> list[int]:
+        async with serving(worker) as client:
+            return [
+                (await client.get("/alerts", headers=headers)).status
+                for headers in ({"Authorization": f"Bearer {TOKEN[:-1]}"}, AUTH)
+            ]
+
+    assert run(scenario) == [401, 200]
+    assert compared == [(TOKEN[:-1].encode(), TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
+
+
 def test_without_a_token_configured_the_api_is_open(worker: Worker, installed: Snoozes) -> None:
     [(status, _)] = get_json(worker, "/alerts", headers={"Authorization": "Bearer anything"})
 

@@ -16,7 +16,7 @@ from config.settings import CONFIG_FILE_VARIABLE, ENV_PREFIX, Settings, load_set
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "churnwatch.example.toml"
-DOCS_WITH_TOML = ("configuration.md", "rules.md", "notifier.md")
+DOCS_WITH_TOML = ("configuration.md", "rules.md", "notifier.md", "security.md")
 # A commented-out setting: "# key = value", "# [table]" or "# [[table]]"; prose never is.
 COMMENTED_SETTING = re.compile(r"^# ((?:[a-z_][a-z0-9_]*\s*=\s*\S.*)|(?:\[\[?[a-z_.]+\]\]?.*))$")
 # Set nowhere on purpose: the default depends on the user's home directory.
