@@ -27,36 +27,45 @@ def digest(event_id: str) -> bytes:
 
 
 class RecentIds:
-    """The event ids a customer sent within the horizon, digest -> event second."""
+    """The event ids a customer sent within the horizon, digest -> event second.
 
-    __slots__ = ("_newest", "_prune_at", "_seen")
+    Ids older than the horizon are pruned lazily (amortized), but never consulted and never
+    written: the answers and the written form depend only on the ids admitted, not on when
+    pruning ran, so a record restored after a crash continues exactly as the original would.
+    """
+
+    __slots__ = ("_horizon", "_newest", "_prune_at", "_seen")
 
     def __init__(self, seen: dict[bytes, int] | None = None) -> None:
         self._seen: dict[bytes, int] = seen if seen is not None else {}
         self._newest = max(self._seen.values(), default=0)
         self._prune_at = max(_MIN_PRUNE_AT, 2 * len(self._seen))
+        self._horizon = float("inf")  # the last one given: what `to_plain` keeps
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def admit(self, event_id: str, at: float, horizon: float, cap: int) -> tuple[bool, int]:
         """(True if `event_id` is new, how many old ids were forgotten to stay in bounds)."""
+        self._horizon = horizon
         key = digest(event_id)
-        if key in self._seen:
-            return False, 0
+        seen = self._seen
         second = int(at)
-        self._seen[key] = second
+        if key in seen:
+            if seen[key] >= self._newest - horizon:
+                return False, 0
+            del seen[key]  # expired: admitted afresh, at the end as if it had been pruned
+        seen[key] = second
         if second > self._newest:
             self._newest = second
-        if len(self._seen) > cap or len(self._seen) >= self._prune_at:
+        if len(seen) > cap or len(seen) >= self._prune_at:
             return True, self.prune(horizon, cap)
         return True, 0
 
     def prune(self, horizon: float, cap: int) -> int:
         """Forget ids older than the horizon, then the oldest beyond `cap`; return the count
         forgotten because of `cap` (the horizon's own expiry is the design, not a loss)."""
-        floor = self._newest - horizon
-        kept = {key: second for key, second in self._seen.items() if second >= floor}
+        kept = self._within(horizon)
         over = len(kept) - cap
         if over > 0:
             for key, _ in sorted(kept.items(), key=lambda item: item[1])[:over]:
@@ -65,10 +74,16 @@ class RecentIds:
         self._prune_at = max(_MIN_PRUNE_AT, 2 * len(kept))
         return max(over, 0)
 
+    def _within(self, horizon: float) -> dict[bytes, int]:
+        floor = self._newest - horizon
+        return {key: second for key, second in self._seen.items() if second >= floor}
+
     def to_plain(self) -> list[str]:
-        """[base64 of the digests, base64 of their event seconds]: about 22 characters per id."""
-        digests = b"".join(self._seen)
-        seconds = array("q", self._seen.values()).tobytes()
+        """[base64 of the digests, base64 of their event seconds]: about 22 characters per id.
+        Only ids within the horizon: the same bytes whenever pruning last ran."""
+        kept = self._within(self._horizon)
+        digests = b"".join(kept)
+        seconds = array("q", kept.values()).tobytes()
         return [base64.b64encode(digests).decode(), base64.b64encode(seconds).decode()]
 
     @classmethod

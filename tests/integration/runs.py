@@ -143,11 +143,14 @@ def outcome(env: WorkerEnv, workers: list[WorkerProcess], end: float) -> Outcome
     """The run's outcome once its workers have read everything up to `end`."""
     figures = settled_figures(workers, end, env.partitions, timeout=180)
     changelog = f"{env.app_id}-{CUSTOMERS_TABLE}-changelog"
-    customers = {
-        key.decode(): orjson.loads(value)
-        for key, value in read_topic(env.bootstrap, changelog)
-        if value is not None  # a tombstone: not expected, but not a record either
-    }
+    customers: dict[str, dict[str, object]] = {}
+    for key, value in read_topic(env.bootstrap, changelog):
+        if key.startswith(b"\x00"):
+            continue  # a partition clock (streams/state.py)
+        if value is None:
+            customers.pop(key.decode(), None)  # a tombstone: the customer was forgotten
+        else:
+            customers[key.decode()] = orjson.loads(value)
     alerts = [orjson.loads(value) for _, value in read_topic(env.bootstrap, env.alerts_topic)]
     return Outcome(
         figures=figures,
