@@ -174,8 +174,8 @@ def produce_to_processed(
     it; and how many events no changelog record covered."""
     written: dict[bytes, list[tuple[int, int]]] = defaultdict(list)  # key -> [(off, ts)]
     for record in changelog:
-        if record.value is None:
-            continue
+        if record.value is None or record.key.startswith(b"\x00"):
+            continue  # a tombstone, or a partition clock (streams/state.py)
         state = orjson.loads(record.value)
         written[record.key].append((int(state["off"]), record.timestamp))
     events: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
