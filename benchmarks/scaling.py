@@ -396,6 +396,34 @@ def _get(item: Any, *names: str) -> Any:
 # -- the run ------------------------------------------------------------------------------------
 
 
+def memory_available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_shortfall(done: list[dict[str, Any]], store: str, customers: int) -> str | None:
+    """Why `customers` would not fit in memory, from the largest size measured so far
+    (its RSS plus the marginal RSS per customer for the rest), or None when it fits in half
+    of MemAvailable: the machine is shared, and running it out of memory would let the
+    kernel kill someone else's process."""
+    measured = [e for e in done if e.get("store") == store and e.get("status") == "ok"]
+    if not measured:
+        return None
+    last = max(measured, key=lambda e: e["customers_tracked"])
+    per_customer = last.get("marginal_rss_bytes_per_customer") or last["rss_bytes_per_customer"]
+    needed = last["rss_bytes"] + per_customer * (customers - last["customers_tracked"])
+    available = memory_available_bytes()
+    if needed <= available / 2:
+        return None
+    return (
+        f"skipped: needs about {needed / 2**30:.1f} GiB (RSS {last['rss_bytes'] / 2**30:.2f} GiB "
+        f"at {last['customers_tracked']:,} customers + {per_customer:,.0f} B per customer more), "
+        f"over half of the {available / 2**30:.1f} GiB this shared machine had available"
+    )
+
+
 def rocksdb_available() -> str | None:
     """None if Faust can open rocksdb:// here, else the reason."""
     try:
@@ -450,6 +478,13 @@ def run_all(run: Scaling, checkpoint: Callable[[dict[str, Any]], None]) -> dict[
                     reason = broken.get(store) or f"unavailable: {why}"
                     entry = {"status": reason, "customers": customers, "store": store}
                     results["sizes"].append(entry)
+                    continue
+                short = memory_shortfall(results["sizes"], store, customers)
+                if short is not None:
+                    entry = {"status": short, "customers": customers, "store": store}
+                    results["sizes"].append(entry)
+                    say(f"{store}:// {customers:,}: {short}")
+                    checkpoint(results)
                     continue
                 say(f"{store}:// {customers:,} customers: running")
                 idle = results["idle"][store].get("rss_bytes", 0)
