@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--quix-python", type=Path, help="a Python with quixstreams (default: own venv)")
     add("--no-install", action="store_true", help="never create the Quix venv")
     add("--profile", action="store_true", help="py-spy the worker's throughput window (slower)")
+    add("--probe", action="store_true",
+        help="run the worker under benchmarks.latency_probe (to $CWPROBE_OUT)")  # fmt: skip
     add("--cache-dir", type=Path, default=CACHE_DIR, help="Kafka jars, Quix venv (~/.cache/...)")
     add("--keep", action="store_true", help="keep the work directory and its logs")
     args = parser.parse_args(argv)
@@ -231,6 +233,7 @@ def run_main_worker(
         workdir=run.workdir,
         extra_env=dict(item.split("=", 1) for item in run.args.worker_env),
         broker_running=run.broker_running,
+        entry="benchmarks.latency_probe" if run.args.probe else "benchmarks.cw_entry",
     )
     try:
         settings = worker.effective_settings()

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.handshake import ContenderError, log_tail
 from benchmarks.measure import Sample, Window, process_peak_rss_bytes
-from benchmarks.workload import create_topics
+from benchmarks.workload import create_topics as _create_topics
 from churnwatch.broker import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,11 @@ class WorkerProcess:
         workdir: Path,
         extra_env: dict[str, str] | None = None,
         broker_running: Callable[[], bool] = lambda: True,
+        name: str = "churnwatch-worker",
+        entry: str = "benchmarks.cw_entry",
     ) -> None:
         self.bootstrap = bootstrap
+        self.entry = entry
         self.broker_running = broker_running
         self.app_id = f"bench-churnwatch-{run_id}"
         self.usage_topic = usage_topic
@@ -59,11 +62,14 @@ class WorkerProcess:
         self.dead_letters_topic = f"bench-dead-letters-{run_id}"
         self.partitions = partitions
         self.workdir = workdir
-        self.log_path = workdir / "churnwatch-worker.log"
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.data_dir = workdir / f"{name}-data"
         self.port = free_port()
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.launched = 0.0
+        self._log_checked = 0
 
     @property
     def changelog_topic(self) -> str:
@@ -84,8 +90,8 @@ class WorkerProcess:
             "CHURNWATCH_TOPICS__BILLING": self.billing_topic,
             "CHURNWATCH_TOPICS__ALERTS": self.alerts_topic,
             "CHURNWATCH_TOPICS__DEAD_LETTERS": self.dead_letters_topic,
-            "CHURNWATCH_DATABASE_URL": f"sqlite:///{self.workdir / 'churnwatch.sqlite3'}",
-            "CHURNWATCH_DATA_DIR": str(self.workdir / "churnwatch-data"),
+            "CHURNWATCH_DATABASE_URL": f"sqlite:///{self.workdir / (self.name + '.sqlite3')}",
+            "CHURNWATCH_DATA_DIR": str(self.data_dir),
             "CHURNWATCH_WEB_PORT": str(self.port),
             "CHURNWATCH_LOG_LEVEL": "WARNING",
             "CHURNWATCH_LOG_FORMAT": "json",
@@ -108,16 +114,19 @@ class WorkerProcess:
         )
         return dict(json.loads(done.stdout))
 
-    def start(self) -> None:
-        """Create the worker's own topics and launch it (returns at once)."""
-        create_topics(
-            self.bootstrap,
-            [self.billing_topic, self.alerts_topic, self.dead_letters_topic],
-            self.partitions,
-        )
+    def start(self, create_topics: bool = True) -> None:
+        """Create the worker's own topics (unless a first worker of its group did) and launch
+        it (returns at once)."""
+        if create_topics:
+            _create_topics(
+                self.bootstrap,
+                [self.billing_topic, self.alerts_topic, self.dead_letters_topic],
+                self.partitions,
+            )
+        self._log_checked = 0
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.cw_entry"],  # `churnwatch worker`
+                [sys.executable, "-m", self.entry],  # `churnwatch worker`
                 cwd=REPO_ROOT,
                 env=self.environment(),
                 stdout=log,
@@ -136,6 +145,7 @@ class WorkerProcess:
             self.process.wait()
 
     def assert_alive(self, progress: str = "") -> None:
+        self.assert_no_crash(progress)
         if not self.broker_running():
             raise ContenderError(f"the broker stopped{progress} (killed from outside?)")
         if self.process is not None and self.process.poll() is not None:
@@ -143,6 +153,22 @@ class WorkerProcess:
             hint = " (stopped by a signal from outside the benchmark?)" if code == 0 else ""
             raise ContenderError(
                 f"churnwatch worker exited with {code}{hint}{progress}\n{log_tail(self.log_path)}"
+            )
+
+    def assert_no_crash(self, progress: str = "") -> None:
+        """An agent that crashed leaves the process running with nothing consuming: stop
+        waiting at once, with the traceback from the log."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_checked)
+                fresh = log.read()
+        except OSError:
+            return
+        self._log_checked += len(fresh)
+        if b"Crashed reason=" in fresh:
+            line = next(x for x in fresh.splitlines() if b"Crashed reason=" in x)
+            raise ContenderError(
+                f"a churnwatch agent crashed{progress}: {line.decode(errors='replace')[-3000:]}"
             )
 
     def scrape(self) -> str:

@@ -298,6 +298,9 @@ class Settings(BaseSettings):
 
     batch_max_events: int = Field(4000, ge=1, description="events folded per batch at most")
     batch_within_seconds: float = Field(0.2, gt=0, description="wait at most this for a batch")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="longest the broker holds a fetch with nothing new"
+    )
     allowed_lateness_seconds: float = Field(
         3600, ge=0, le=7 * 86_400, description="out-of-order tolerance within a partition"
     )

@@ -29,6 +29,7 @@ from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex
 from streams.topics import CUSTOMERS_TABLE
+from streams.transport import App
 
 UNKNOWN_SEGMENT = (UNKNOWN,)
 
@@ -261,8 +262,9 @@ def create_worker(
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
-    app = faust.App(
+    app = App(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings.kafka),
         store=settings.store,
