@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from churnwatch.domain.billing import parse_billing_message
-from churnwatch.domain.events import Heartbeat, parse_usage_message
+from churnwatch.domain.billing import billing_from_payload
+from churnwatch.domain.envelopes import Envelope, decode_message
+from churnwatch.domain.events import Heartbeat, usage_from_payload
 from churnwatch.exceptions import InvalidEventError
 from config import EventLimits
 from tests.hostile import DAY, HostileMix, Message
@@ -46,11 +47,13 @@ def metric_sum(samples: Samples, name: str) -> float:
 def predicted_reason(message: Message, now: float) -> str:
     """What validation alone makes of a message ('ok' when it reaches the engine)."""
     limits = EventLimits()
-    try:
+    try:  # the worker's own path: decode (single event or envelope), then validate
+        decoded = decode_message(message.value, message.key, limits)
+        assert not isinstance(decoded, Envelope), "the hostile generator makes no envelopes"
         if message.topic == "billing":
-            item = parse_billing_message(message.value, message.key, now=now, limits=limits)
+            item = billing_from_payload(decoded, message.key, now=now, limits=limits)
         else:
-            item = parse_usage_message(message.value, message.key, now=now, limits=limits)
+            item = usage_from_payload(decoded, message.key, now=now, limits=limits)
     except InvalidEventError as error:
         return error.reason
     if message.key is None and not isinstance(item, Heartbeat):
