@@ -22,6 +22,11 @@ DIGEST_BYTES: Final = 8
 _MIN_PRUNE_AT: Final = 64
 
 
+def _age(item: tuple[bytes, int]) -> tuple[int, bytes]:
+    """Oldest first; equal seconds by digest: an order that does not depend on arrival."""
+    return item[1], item[0]
+
+
 def digest(event_id: str) -> bytes:
     return blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
 
@@ -68,7 +73,7 @@ class RecentIds:
         kept = self._within(horizon)
         over = len(kept) - cap
         if over > 0:
-            for key, _ in sorted(kept.items(), key=lambda item: item[1])[:over]:
+            for key, _ in sorted(kept.items(), key=_age)[:over]:
                 del kept[key]
         self._seen = kept
         self._prune_at = max(_MIN_PRUNE_AT, 2 * len(kept))
@@ -80,10 +85,11 @@ class RecentIds:
 
     def to_plain(self) -> list[str]:
         """[base64 of the digests, base64 of their event seconds]: about 22 characters per id.
-        Only ids within the horizon: the same bytes whenever pruning last ran."""
-        kept = self._within(self._horizon)
-        digests = b"".join(kept)
-        seconds = array("q", kept.values()).tobytes()
+        Only ids within the horizon, oldest first: the same bytes whenever pruning last ran
+        and in whatever order the events came."""
+        kept = sorted(self._within(self._horizon).items(), key=_age)  # arrival order aside
+        digests = b"".join(key for key, _ in kept)
+        seconds = array("q", (second for _, second in kept)).tobytes()
         return [base64.b64encode(digests).decode(), base64.b64encode(seconds).decode()]
 
     @classmethod
