@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, TopicPartition
 from agents.api import partition_of
 from churnwatch import simulation
 from churnwatch.store.alerts import AlertStore
+from tests.integration import runs
 from tests.integration.workers import WorkerEnv, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -71,21 +72,8 @@ def call(
 
 def simulate(env: WorkerEnv, plan: simulation.Plan) -> tuple[list[str], int]:
     """Produce the plan's history (then heartbeats); return its customer ids and event count."""
-    customers = simulation.customers_for(plan)
-    produced = sum(1 for _ in simulation.events(plan, customers)) + sum(
-        1 for _ in simulation.billing_events(plan, customers)
-    )
-    fractions = {
-        name.removesuffix("_fraction").replace("_", "-"): getattr(plan, name)
-        for name in plan.__dataclass_fields__
-        if name.endswith("_fraction")
-    }
-    env.run_cli(
-        "simulate", "--customers", str(plan.customers), "--days", str(plan.days),
-        "--seed", str(plan.seed),
-        *(arg for kind, share in fractions.items() for arg in (f"--{kind}-fraction", str(share))),
-    )  # fmt: skip
-    return [customer.customer_id for customer in customers], produced
+    produced = runs.simulate(env, plan)
+    return [customer.customer_id for customer in simulation.customers_for(plan)], produced
 
 
 def wait_until(

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.dedupe import RecentIds
-from tests.unit.test_envelopes import make_worker
-from tests.unit.test_usage_agent import START, ListEmitter, Msg, sample_sum, usage
+from tests.unit.test_usage_agent import START, ListEmitter, Msg, plain_worker, sample_sum, usage
 
 HOUR = 3600.0
 
@@ -62,7 +61,7 @@ def test_recent_ids_survive_the_changelog_codec(seen: dict[bytes, int]) -> None:
 def test_a_producers_retry_within_the_horizon_counts_once_and_after_it_twice(
     tmp_path: Path,
 ) -> None:
-    worker = make_worker(tmp_path, ListEmitter(), limits={"dedupe_horizon_seconds": 2 * HOUR})
+    worker = plain_worker(tmp_path, ListEmitter(), limits={"dedupe_horizon_seconds": 2 * HOUR})
     topic = worker.settings.topics.usage
     messages = [
         Msg(topic, 0, 0, b"c-1", usage("c-1", START)),
@@ -82,7 +81,7 @@ def test_a_producers_retry_within_the_horizon_counts_once_and_after_it_twice(
 
 
 def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
-    worker = make_worker(tmp_path, ListEmitter(), limits={"dedupe_horizon_seconds": 0})
+    worker = plain_worker(tmp_path, ListEmitter(), limits={"dedupe_horizon_seconds": 0})
     topic = worker.settings.topics.usage
     twice = [Msg(topic, 0, n, b"c-1", usage("c-1", START)) for n in range(2)]
     asyncio.run(worker.ingest.handle(twice))
@@ -91,7 +90,7 @@ def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
 
 
 def test_ids_forgotten_for_the_cap_are_counted(tmp_path: Path) -> None:
-    worker = make_worker(tmp_path, ListEmitter(), limits={"dedupe_max_ids": 3})
+    worker = plain_worker(tmp_path, ListEmitter(), limits={"dedupe_max_ids": 3})
     topic = worker.settings.topics.usage
     events = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(5)]
     asyncio.run(worker.ingest.handle(events))

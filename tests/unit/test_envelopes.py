@@ -10,16 +10,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.envelopes import Envelope, EnvelopeError, decode_message
 from churnwatch.exceptions import InvalidEventError
-from config import load_settings
 from config.settings import EventLimits
-from streams.app import MemoryPeriodSink, Worker, create_worker
-from streams.ingest import NoBacklog
-from tests.unit.test_usage_agent import START, ListEmitter, Msg, ScriptedRewinder, sample_sum
+from streams.app import Worker
+from tests.unit.test_usage_agent import START, ListEmitter, Msg, plain_worker, sample_sum
 
 LIMITS = EventLimits()
 
@@ -36,19 +33,6 @@ def event(customer: str, at: float, n: int = 0, **extra: Any) -> dict[str, Any]:
 
 def envelope(customer: str, events: list[Any], **extra: Any) -> bytes:
     return orjson.dumps({"envelope": 1, "customer_id": customer, "events": events} | extra)
-
-
-def make_worker(tmp_path: Path, emitter: ListEmitter, **overrides: Any) -> Worker:
-    settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600, **overrides)
-    return create_worker(
-        settings,
-        CollectorRegistry(),
-        emitter=emitter,
-        periods=MemoryPeriodSink(),
-        backlog=NoBacklog(),
-        owned=lambda: {0},
-        rewinder=ScriptedRewinder(),
-    )
 
 
 def test_a_single_event_decodes_to_its_object() -> None:
@@ -97,7 +81,7 @@ def test_every_event_of_an_envelope_applies_and_a_bad_one_is_dead_lettered_alone
     tmp_path: Path,
 ) -> None:
     emitter = ListEmitter()
-    worker = make_worker(tmp_path, emitter)
+    worker = plain_worker(tmp_path, emitter)
     topic = worker.settings.topics.usage
     events = [
         event("c-1", START, 0),
@@ -132,7 +116,7 @@ def test_every_event_of_an_envelope_applies_and_a_bad_one_is_dead_lettered_alone
 
 def test_a_refused_envelope_counts_every_event_it_held(tmp_path: Path) -> None:
     emitter = ListEmitter()
-    worker = make_worker(tmp_path, emitter)
+    worker = plain_worker(tmp_path, emitter)
     topic = worker.settings.topics.usage
     raw = envelope("c-1", [event("c-1", START, n) for n in range(4)])
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-9", raw)]))
@@ -144,7 +128,7 @@ def test_a_refused_envelope_counts_every_event_it_held(tmp_path: Path) -> None:
 
 
 def test_a_redelivered_envelope_changes_nothing(tmp_path: Path) -> None:
-    worker = make_worker(tmp_path, ListEmitter())
+    worker = plain_worker(tmp_path, ListEmitter())
     topic = worker.settings.topics.usage
     raw = envelope("c-1", [event("c-1", START + n, n) for n in range(5)])
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-1", raw)]))
@@ -157,7 +141,7 @@ def test_a_redelivered_envelope_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_late_event_in_an_envelope_is_dead_lettered_on_its_own(tmp_path: Path) -> None:
     emitter = ListEmitter()
-    worker = make_worker(tmp_path, emitter)
+    worker = plain_worker(tmp_path, emitter)
     topic = worker.settings.topics.usage
     first = envelope("c-1", [event("c-1", START + 10 * 3600, 0)])
     second = envelope("c-2", [event("c-2", START, 1), event("c-2", START + 10 * 3600, 2)])
@@ -192,8 +176,8 @@ def customer_events(draw: st.DrawFn) -> list[dict[str, Any]]:
 def test_envelopes_and_single_events_give_the_same_state(
     tmp_path_factory: pytest.TempPathFactory, events: list[dict[str, Any]], size: int
 ) -> None:
-    singles = make_worker(tmp_path_factory.mktemp("s"), ListEmitter())
-    enveloped = make_worker(tmp_path_factory.mktemp("e"), ListEmitter())
+    singles = plain_worker(tmp_path_factory.mktemp("s"), ListEmitter())
+    enveloped = plain_worker(tmp_path_factory.mktemp("e"), ListEmitter())
     topic = singles.settings.topics.usage
     one_by_one = [
         Msg(topic, 0, n, e["customer_id"].encode(), orjson.dumps(e)) for n, e in enumerate(events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -205,8 +206,14 @@ class Msg:
     acked: bool = False
 
 
-def plain_worker(tmp_path: Path, emitter: ListEmitter, rewinder: ScriptedRewinder) -> Worker:
-    settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600)
+def plain_worker(
+    tmp_path: Path,
+    emitter: ListEmitter,
+    rewinder: ScriptedRewinder | None = None,
+    **overrides: Any,
+) -> Worker:
+    """A worker whose batches the test hands over itself (no Faust stream), partition 0."""
+    settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600, **overrides)
     return create_worker(
         settings,
         CollectorRegistry(),
@@ -214,7 +221,7 @@ def plain_worker(tmp_path: Path, emitter: ListEmitter, rewinder: ScriptedRewinde
         periods=MemoryPeriodSink(),
         backlog=NoBacklog(),
         owned=lambda: {0},
-        rewinder=rewinder,
+        rewinder=rewinder or ScriptedRewinder(),
     )
 
 
