@@ -49,6 +49,9 @@ class FaustEmitter:
     ) -> None:
         await self._app.producer.send(topic, key, value, None, None, headers)
 
+    async def flush(self) -> None:
+        await self._app.producer.flush()
+
 
 def never_commit(message: Any) -> None:
     """Keep a message's offset out of the next commit: Faust commits acked offsets of any
@@ -242,6 +245,54 @@ class Worker:
         )
 
 
+def partition_engine(settings: Settings) -> PartitionEngine:
+    """The rules, time, churn and bounds settings every partition of a worker shares."""
+    return PartitionEngine(
+        thresholds=settings.rules,
+        allowed_lateness=settings.allowed_lateness_seconds,
+        ring_days=ring_days_needed(
+            max(
+                settings.churn.activity_window_days,
+                *(
+                    window
+                    for rules in (
+                        settings.rules,
+                        *(
+                            entry.apply_to(settings.rules)
+                            for entry in settings.alerts.segment_rules
+                        ),
+                    )
+                    for window in (
+                        rules.recent_days + rules.baseline_days,
+                        rules.inactive_days,
+                        rules.low_engagement_window_days,
+                    )
+                ),
+            ),
+            settings.allowed_lateness_seconds,
+        ),
+        granularity=settings.churn.period,
+        policy=ChurnPolicy(
+            count_intra_period=settings.churn.count_intra_period,
+            involuntary_after_days=settings.churn.involuntary_after_days,
+            activity_window_days=settings.churn.activity_window_days,
+        ),
+        segment_by=settings.churn.segment_by,
+        alert_policy=alert_policy(settings),
+        weights=WEIGHTS | settings.alerts.weights,
+        segment_thresholds=tuple(
+            (tuple(sorted(entry.match.items())), entry.apply_to(settings.rules))
+            for entry in settings.alerts.segment_rules
+        ),
+        dedupe_horizon=settings.limits.dedupe_horizon_seconds,
+        dedupe_max_ids=settings.limits.dedupe_max_ids,
+        bounds=StateBounds(
+            retention_days=settings.state.retention_days,
+            max_customers=settings.state.max_customers_per_partition,
+        ),
+    )
+
+
 def create_worker(
     settings: Settings,
     registry: CollectorRegistry | None = None,
@@ -299,50 +350,7 @@ def create_worker(
     clocks = ClockBook(customers)
     index = PartitionIndex(customers)
     metrics = WorkerMetrics(registry)
-    engine = PartitionEngine(
-        thresholds=settings.rules,
-        allowed_lateness=settings.allowed_lateness_seconds,
-        ring_days=ring_days_needed(
-            max(
-                settings.churn.activity_window_days,
-                *(
-                    window
-                    for rules in (
-                        settings.rules,
-                        *(
-                            entry.apply_to(settings.rules)
-                            for entry in settings.alerts.segment_rules
-                        ),
-                    )
-                    for window in (
-                        rules.recent_days + rules.baseline_days,
-                        rules.inactive_days,
-                        rules.low_engagement_window_days,
-                    )
-                ),
-            ),
-            settings.allowed_lateness_seconds,
-        ),
-        granularity=settings.churn.period,
-        policy=ChurnPolicy(
-            count_intra_period=settings.churn.count_intra_period,
-            involuntary_after_days=settings.churn.involuntary_after_days,
-            activity_window_days=settings.churn.activity_window_days,
-        ),
-        segment_by=settings.churn.segment_by,
-        alert_policy=alert_policy(settings),
-        weights=WEIGHTS | settings.alerts.weights,
-        segment_thresholds=tuple(
-            (tuple(sorted(entry.match.items())), entry.apply_to(settings.rules))
-            for entry in settings.alerts.segment_rules
-        ),
-        dedupe_horizon=settings.limits.dedupe_horizon_seconds,
-        dedupe_max_ids=settings.limits.dedupe_max_ids,
-        bounds=StateBounds(
-            retention_days=settings.state.retention_days,
-            max_customers=settings.state.max_customers_per_partition,
-        ),
-    )
+    engine = partition_engine(settings)
     topics = settings.topics
     ingest = IngestBatch(
         engine=engine,

@@ -69,6 +69,9 @@ class Emitter(Protocol):
         headers: list[tuple[str, bytes]] | None,
     ) -> None: ...
 
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged by the broker."""
+
 
 class Backlog(Protocol):
     """Whether a topic-partition has messages this worker has not processed yet."""
@@ -161,6 +164,7 @@ class IngestBatch:
         # Each owned partition's low-engagement cutoffs on its last evaluated day (queries).
         self.cutoffs: dict[int, dict[Labels, float]] = {}
         self._refusals = RefusalLog()
+        self._unflushed = False  # outputs sent since the last flush
 
     async def record_period(self, closed: ClosedPeriod) -> None:
         """Store a closed period; a failure is counted and retried by the figures timer."""
@@ -250,7 +254,7 @@ class IngestBatch:
             await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
-        self._write(store, clocks)
+        await self._write(store, clocks)
         for topic, count in processed.items():
             if count:
                 self._metrics.events_processed.labels(topic).inc(count)
@@ -312,12 +316,21 @@ class IngestBatch:
             await self._forget(result.expired, store)
             for closed in result.closed:
                 await self.record_period(closed)
-        self._write(store, clocks)
+        await self._write(store, clocks)
 
-    def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
-        """Customer records, then clocks, with no await between: a rebalance that flushes the
-        producer mid-batch must never persist a clock ahead of the records it counted (the
-        next owner would then call the batch's events late)."""
+    async def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
+        """The batch's outputs first, then customer records, then clocks.
+
+        A crash can persist some of a batch's records without its clock; the next owner
+        then reads the batch again but skips what those records already hold, alerts and
+        health included (`CustomerState.evaluated_day`), so the outputs must be on the
+        broker before any record. Records and clocks go with no await between: a rebalance
+        that flushes the producer mid-batch must never persist a clock ahead of the records
+        it counted (the next owner would then call the batch's events late).
+        """
+        if self._unflushed:
+            await self._emitter.flush()
+            self._unflushed = False
         store.flush()
         for clock in clocks:
             self._clocks.save(clock)
@@ -401,7 +414,7 @@ class IngestBatch:
         else:
             headers.append(("churnwatch.source.index", str(source.index).encode()))
             value = orjson.dumps(source.event)
-        await self._emitter.send(self._topics.dead_letters, message.key, value, headers)
+        await self._send(self._topics.dead_letters, message.key, value, headers)
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":
             self._metrics.events_late.labels(message.topic).inc()
@@ -429,12 +442,18 @@ class IngestBatch:
             return
         for customer_id in expired:
             if store.get(customer_id) is None:
-                await self._emitter.send(self._topics.health, customer_id.encode(), None, None)
+                await self._send(self._topics.health, customer_id.encode(), None, None)
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any] | None
+    ) -> None:
+        await self._emitter.send(topic, key, value, headers)
+        self._unflushed = True
 
     async def _publish_all(self, alerts: list[AlertEvent], now: float) -> None:
         for alert in alerts:
             payload = orjson.dumps(alert.to_json_dict(emitted_at=now))
-            await self._emitter.send(self._topics.alerts, alert.customer_id.encode(), payload, None)
+            await self._send(self._topics.alerts, alert.customer_id.encode(), payload, None)
             self._metrics.alerts.labels(alert.status, primary_reason(alert)).inc()
 
     async def _publish_health(self, changes: list[CustomerHealth]) -> None:
@@ -443,7 +462,7 @@ class IngestBatch:
             return
         for health in changes:
             payload = orjson.dumps(health.to_json_dict())
-            await self._emitter.send(topic, health.customer_id.encode(), payload, None)
+            await self._send(topic, health.customer_id.encode(), payload, None)
 
 
 def primary_reason(alert: AlertEvent) -> str:

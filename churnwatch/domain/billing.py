@@ -293,6 +293,8 @@ class Timeline:
                 break
             self.base = self.base.apply(event)
             dropped += 1
+        if not dropped:
+            return False  # `base_until` also says that changes were folded (known_before)
         del self.changes[:dropped]
         self.base_until = before
         return True

@@ -43,12 +43,31 @@ class CustomerState:
     snoozed_until: float | None = None  # no alert opens before this time (an operator asked)
     health_digest: int = 0  # of the health last published, to publish only changes
     recent_ids: RecentIds | None = None  # usage event ids within the dedupe horizon
+    # The last day this record was evaluated as of. A batch's records can outlive a crash
+    # that lost its partition clock; the days they were evaluated for are not evaluated again.
+    evaluated_day: int | None = None
 
     def note_milestone(self, event_type: str, at: float, needed: int) -> None:
         """Keep the `needed` earliest times of a milestone event type (order-independent)."""
         times = self.milestones.get(event_type, ())
         if len(times) < needed or at < times[-1]:
             self.milestones[event_type] = tuple(sorted((*times, at)))[:needed]
+
+    def known_before(self, moment: float) -> bool:
+        """Whether anything applied to the record happened before `moment` (a snooze counts).
+
+        A record can hold only events later than a day being evaluated (read ahead of the
+        watermark): as of that day the customer did not exist yet.
+        """
+        if self.first_seen is not None and self.first_seen < moment:
+            return True
+        billing = self.billing
+        if billing is not None and (
+            billing.base_until > float("-inf")
+            or (billing.changes and billing.changes[0].occurred_at < moment)
+        ):
+            return True
+        return self.snoozed_until is not None
 
     @classmethod
     def new(
@@ -113,6 +132,10 @@ class CustomerState:
             plain["hd"] = self.health_digest
         if self.recent_ids is not None and len(self.recent_ids):
             plain["ids"] = self.recent_ids.to_plain()
+        if self.evaluated_day is not None:
+            plain["ed"] = self.evaluated_day
+        if self.ring.gone is not None:
+            plain["gone"] = self.ring.gone
         return plain
 
     @classmethod
@@ -136,6 +159,7 @@ class CustomerState:
                 active=int(plain["act"], 16),
                 users=users,
                 kinds=kinds,
+                gone=plain.get("gone"),
             ),
             events=plain["n"],
             usage_offset=plain["off"],
@@ -148,6 +172,7 @@ class CustomerState:
             snoozed_until=plain.get("snooze"),
             health_digest=plain.get("hd", 0),
             recent_ids=RecentIds.from_plain(plain["ids"]) if "ids" in plain else None,
+            evaluated_day=plain.get("ed"),
         )
 
 

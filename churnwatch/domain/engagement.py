@@ -71,7 +71,13 @@ def ring_days_needed(longest_window_days: int, allowed_lateness_seconds: float) 
 
 @dataclass(slots=True)
 class DailyRing:
-    """Usage volume and an activity bit per day, for the `size` days ending at `head_day`."""
+    """Usage volume and an activity bit per day, for the `size` days ending at `head_day`.
+
+    A ring forgets its oldest days as newer ones arrive, unless told to keep them (`keep_from`):
+    usage can be read days ahead of the partition's watermark while another input lags, and a
+    day still to be evaluated must not depend on how far ahead that was. It then grows, and
+    `fit` shrinks it back once the evaluation has moved on.
+    """
 
     size: int
     head_day: int
@@ -79,6 +85,7 @@ class DailyRing:
     active: int = 0  # bit (day % size) set when any event, even of zero volume, fell on that day
     users: array[int] = field(default_factory=lambda: array("Q"))  # per day: see breadth_bit
     kinds: array[int] = field(default_factory=lambda: array("Q"))  # event types, likewise
+    gone: int | None = None  # the latest active day the ring has forgotten
 
     def __post_init__(self) -> None:
         for name, code in (("volume", "q"), ("users", "Q"), ("kinds", "Q")):
@@ -91,9 +98,23 @@ class DailyRing:
     def oldest_day(self) -> int:
         return self.head_day - self.size + 1
 
-    def add(self, day: int, amount: float, user_bit: int = 0, kind_bit: int = 0) -> bool:
-        """Add usage on `day`; False (and no change) when the day has left the ring."""
+    def add(
+        self,
+        day: int,
+        amount: float,
+        user_bit: int = 0,
+        kind_bit: int = 0,
+        keep_from: int | None = None,
+    ) -> bool:
+        """Add usage on `day`; False (and no change) when the day has left the ring.
+
+        Days from `keep_from` on that the ring holds are kept: it grows rather than forget them.
+        """
         if day > self.head_day:
+            if keep_from is not None:
+                needed = day - max(keep_from, self.oldest_day) + 1
+                if needed > self.size:
+                    self._resize(needed)
             self._advance(day)
         elif day < self.oldest_day:
             return False
@@ -126,11 +147,23 @@ class DailyRing:
         return any(self.active >> (day % self.size) & 1 for day in self._held(first_day, last_day))
 
     def last_active_day(self, before_day: int) -> int | None:
-        """Latest day before `before_day` with any event, if the ring still holds one."""
+        """Latest day before `before_day` with any event (None: none, or none the ring knows:
+        it remembers only the latest of the days it forgot)."""
         for day in range(min(before_day - 1, self.head_day), self.oldest_day - 1, -1):
             if self.active >> (day % self.size) & 1:
                 return day
+        if self.gone is not None and self.gone < before_day:
+            return self.gone
         return None
+
+    def fit(self, size: int, keep_from: int) -> bool:
+        """Shrink a grown ring back towards `size`, keeping days from `keep_from` on; True
+        when it shrank."""
+        wanted = max(size, self.head_day - keep_from + 1)
+        if wanted >= self.size:
+            return False
+        self._resize(wanted)
+        return True
 
     def _held(self, first_day: int, last_day: int) -> Iterator[int]:
         return iter(range(max(first_day, self.oldest_day), min(last_day, self.head_day) + 1))
@@ -138,7 +171,29 @@ class DailyRing:
     def _advance(self, day: int) -> None:
         for stale in range(self.head_day + 1, min(day, self.head_day + self.size) + 1):
             slot = stale % self.size
+            if self.active >> slot & 1:
+                self.gone = stale - self.size  # the day whose slot this was
             self.volume[slot] = 0
             self.users[slot] = self.kinds[slot] = 0
             self.active &= ~(1 << slot)
         self.head_day = day
+
+    def _resize(self, size: int) -> None:
+        """Hold the `size` days ending at the head (slots move: a day's slot is day % size)."""
+        kept = range(max(self.oldest_day, self.head_day - size + 1), self.head_day + 1)
+        for day in range(self.oldest_day, kept.start):
+            if self.active >> (day % self.size) & 1:
+                self.gone = day
+        volume, users, kinds = (array(code, bytes(8 * size)) for code in ("q", "Q", "Q"))
+        active = 0
+        for day in kept:
+            old, new = day % self.size, day % size
+            volume[new], users[new], kinds[new] = self.volume[old], self.users[old], self.kinds[old]
+            active |= (self.active >> old & 1) << new
+        self.size, self.volume, self.users, self.kinds, self.active = (
+            size,
+            volume,
+            users,
+            kinds,
+            active,
+        )

@@ -26,7 +26,13 @@ from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figure
 from churnwatch.domain.cohort import low_engagement_cutoffs
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.dedupe import RecentIds
-from churnwatch.domain.engagement import SECONDS_PER_DAY, breadth_bit, day_of, last_closed_day
+from churnwatch.domain.engagement import (
+    SECONDS_PER_DAY,
+    breadth_bit,
+    day_of,
+    last_closed_day,
+    ring_days_needed,
+)
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
 from churnwatch.domain.health import CustomerHealth, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
@@ -65,7 +71,8 @@ class PartitionClock:
     """Event-time progress of one partition; persisted so a restart resumes where it was.
 
     `next_offsets` (per topic) is the plumbing's: where reading resumes, to tell whether an
-    input still has unread messages.
+    input still has unread messages. `earliest` is the oldest event time read before the
+    first watermark: the first day evaluated is its day's next, however much was read before.
     """
 
     partition: int
@@ -73,6 +80,7 @@ class PartitionClock:
     watermark: float | None = None
     evaluated_day: int | None = None
     next_offsets: dict[str, int] = field(default_factory=dict)
+    earliest: float | None = None
 
     def copy(self) -> PartitionClock:
         return PartitionClock(
@@ -81,6 +89,7 @@ class PartitionClock:
             self.watermark,
             self.evaluated_day,
             dict(self.next_offsets),
+            self.earliest,
         )
 
     def to_plain(self) -> dict[str, Any]:
@@ -91,6 +100,7 @@ class PartitionClock:
             "watermark": self.watermark,
             "evaluated_day": self.evaluated_day,
             "next": self.next_offsets,
+            "earliest": self.earliest,
         }
 
     @classmethod
@@ -101,6 +111,7 @@ class PartitionClock:
             plain["watermark"],
             plain["evaluated_day"],
             dict(plain["next"]),
+            plain.get("earliest"),
         )
 
 
@@ -150,6 +161,13 @@ class PartitionEngine:
     dedupe_horizon: float = 0.0
     dedupe_max_ids: int = 4096
     bounds: StateBounds = field(default_factory=StateBounds)  # retention and cap (retention.py)
+    # Days before an evaluated day its rules read: the ring less its slack for lateness.
+    window_days: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "window_days", self.ring_days - ring_days_needed(0, self.allowed_lateness)
+        )
 
     def tracked_milestones(self) -> dict[str, int]:
         """Milestone event types any segment's thresholds name, each with the largest count."""
@@ -222,6 +240,8 @@ class PartitionEngine:
             if state is None and self._full(clock, store):
                 result.rejected.append(position)  # changes nothing, not even the clock
                 continue
+            if watermark is None and (clock.earliest is None or at < clock.earliest):
+                clock.earliest = at
             # Close the days this event's time completes before applying it, so no record
             # runs ahead of the day being evaluated.
             if at > clock.latest.get(kind, _NEVER) or not remaining[kind]:
@@ -234,7 +254,7 @@ class PartitionEngine:
                 applied = _apply_billing(state, offset, item)
             else:
                 assert isinstance(item, UsageEvent)
-                applied = self._apply_usage(state, offset, item, milestones, result)
+                applied = self._apply_usage(state, offset, item, milestones, clock, result)
             if applied:
                 result.applied += 1
             else:
@@ -248,6 +268,7 @@ class PartitionEngine:
         offset: int,
         event: UsageEvent,
         milestones: Mapping[str, int],
+        clock: PartitionClock,
         result: BatchResult,
     ) -> bool:
         """Apply one on-time usage event; False when it duplicates one already applied."""
@@ -263,8 +284,16 @@ class PartitionEngine:
             result.forgotten_ids += forgotten
             if not new:
                 return False
+        if clock.evaluated_day is not None:
+            keep_from: int | None = clock.evaluated_day + 1 - self.window_days
+        else:  # the first day to evaluate is not known yet: keep all
+            keep_from = None if state.first_seen is None else day_of(state.first_seen)
         if not state.ring.add(
-            day_of(at), event.quantity, breadth_bit(event.user_id), breadth_bit(event.event_type)
+            day_of(at),
+            event.quantity,
+            breadth_bit(event.user_id),
+            breadth_bit(event.event_type),
+            keep_from,
         ):
             return False
         needed = milestones.get(event.event_type)
@@ -305,22 +334,42 @@ class PartitionEngine:
         clock.watermark = watermark
         today = last_closed_day(watermark)
         if clock.evaluated_day is None:
-            clock.evaluated_day = today
-            return
+            clock.evaluated_day = today if clock.earliest is None else day_of(clock.earliest)
         for as_of_day in range(clock.evaluated_day + 1, today + 1):
             customers = list(store.in_partition(clock.partition))
+            # Records ahead of the clock (see CustomerState.evaluated_day) were evaluated for
+            # this day already, and its outputs sent; customers whose every event is later
+            # did not exist yet. Both count in the day's figures and cutoffs (with nothing
+            # before the day, they add nothing), but nothing is done to them.
+            day_start = as_of_day * SECONDS_PER_DAY
+            due = [
+                s
+                for s in customers
+                if (s.evaluated_day is None or s.evaluated_day < as_of_day)
+                and s.known_before(day_start)
+            ]
             period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
             if period.start == as_of_day * SECONDS_PER_DAY:
-                self._close_period(clock.partition, period.previous(), customers, store, result)
+                self._close_period(
+                    clock.partition, period.previous(), customers, due, store, result
+                )
             if self.bounds.retention_days is not None:
-                customers = self._expire(customers, as_of_day, store, result)
+                expired = self._expire(due, as_of_day, store, result)
+                if expired:
+                    customers = [s for s in customers if s.customer_id not in expired]
+                    due = [s for s in due if s.customer_id not in expired]
             labels = {
                 state.customer_id: self.segment_labels(state, as_of_day) for state in customers
             }
             cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
-            for state in customers:
+            for state in due:
                 segment = labels[state.customer_id]
                 self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
+                state.evaluated_day = as_of_day  # written with the record's next change
+                if state.ring.size > self.ring_days and state.ring.fit(
+                    self.ring_days, as_of_day + 1 - self.window_days
+                ):
+                    store.put(state)
             clock.evaluated_day = as_of_day
             result.cutoffs = cutoffs
 
@@ -329,10 +378,12 @@ class PartitionEngine:
         partition: int,
         ended: Period,
         customers: list[CustomerState],
+        due: list[CustomerState],
         store: CustomerStore,
         result: BatchResult,
     ) -> None:
-        """Final figures of the period that just ended; then fold history it no longer needs."""
+        """Final figures of the period that just ended; then fold the history the `due`
+        customers no longer need (the others' records are past this day already)."""
         figures = period_figures(customers, ended.start, ended.end, self.policy, self.segment_by)
         result.closed.append(ClosedPeriod(partition, ended, figures))
         start_day = day_of(ended.end)
@@ -340,7 +391,7 @@ class PartitionEngine:
             ended.start,
             ended.end - (self.thresholds.downgrade_window_days + 1) * SECONDS_PER_DAY,
         )
-        for state in customers:
+        for state in due:
             marks = state.active_marks
             state.mark_activity(start_day, self.policy.activity_window_days)
             compacted = state.billing is not None and state.billing.compact(keep_from)
@@ -357,15 +408,15 @@ class PartitionEngine:
         as_of_day: int,
         store: CustomerStore,
         result: BatchResult,
-    ) -> list[CustomerState]:
-        """Forget customers idle past the retention (after figures close); return the rest."""
+    ) -> set[str]:
+        """Forget customers idle past the retention (after figures close); return their ids."""
         assert self.bounds.retention_days is not None
         found = sweep(customers, as_of_day, self.bounds.retention_days, self.alert_policy)
         for state in found.expired:
             store.delete(state)
             result.expired.append(state.customer_id)
         result.alerts.extend(found.alerts)
-        return found.kept
+        return {state.customer_id for state in found.expired}
 
     def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
         """The customer's segment attributes as of a day (() without billing)."""

@@ -22,7 +22,7 @@ from typing import Final, Literal
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, next_transition
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY
+from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of
 
 # The longest period of each granularity, in days.
 PERIOD_DAYS: Final = {"week": 7, "month": 31, "quarter": 92}
@@ -59,11 +59,21 @@ def minimum_retention_days(
     return 2 * PERIOD_DAYS[period] + activity_window_days + lateness_days + 1
 
 
-def last_activity(state: CustomerState) -> float | None:
-    """The latest time anything happened to the customer (None: nothing ever did)."""
+def last_activity(state: CustomerState, before_day: int) -> float | None:
+    """The latest time anything happened to the customer before a day (None: nothing did).
+
+    Only what happened before the day counts, so the answer does not depend on how far the
+    partition has read past it. Usage counts from the start of its last active day. A
+    scheduled time (a cancellation's effective time, a snooze's end) counts as activity once
+    it has been asked for.
+    """
+    day_start = before_day * SECONDS_PER_DAY
     times: list[float] = []
-    if state.last_seen is not None:
-        times.append(state.last_seen)
+    used = state.ring.last_active_day(before_day)
+    if used is None and state.last_seen is not None and state.last_seen < day_start:
+        used = day_of(state.last_seen)  # records written before the ring kept `gone`
+    if used is not None:
+        times.append(used * SECONDS_PER_DAY)
     if state.snoozed_until is not None:
         times.append(state.snoozed_until)
     if state.billing is not None:
@@ -72,6 +82,8 @@ def last_activity(state: CustomerState) -> float | None:
             if moment is not None:
                 times.append(moment)
         for event in state.billing.changes:
+            if event.occurred_at >= day_start:
+                continue
             times.append(event.occurred_at)
             if event.effective_at is not None:
                 times.append(event.effective_at)
@@ -83,8 +95,10 @@ def is_expired(state: CustomerState, as_of_day: int, retention_days: int) -> boo
     day_start = as_of_day * SECONDS_PER_DAY
     if state.billing is not None and state.billing.at(day_start).subscribed:
         return False
-    last = last_activity(state)
-    return last is None or last < day_start - retention_days * SECONDS_PER_DAY
+    last = last_activity(state, as_of_day)
+    if last is None:  # nothing before the day: an empty record, or one of later events only
+        return state.last_seen is None and state.billing is None and state.snoozed_until is None
+    return last < day_start - retention_days * SECONDS_PER_DAY
 
 
 def sweep(

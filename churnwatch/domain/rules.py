@@ -135,15 +135,13 @@ def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Re
 
 def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
     """No usage at all for `inactive_days` whole days before the evaluated day."""
-    if engagement.first_seen is None or engagement.last_seen is None:
-        return None  # never used the product: onboarding, not silence
     last_day = engagement.ring.last_active_day(as_of_day)
-    if last_day is None:
-        if day_of(engagement.first_seen) >= as_of_day:
-            return None  # the customer did not exist yet on the evaluated days
+    if last_day is None and engagement.last_seen is not None:
         seen_day = day_of(engagement.last_seen)
-        # Older activity has left the ring; at least the whole ring was quiet.
-        last_day = seen_day if seen_day < as_of_day else engagement.ring.oldest_day - 1
+        if seen_day < as_of_day:  # a record written before the ring kept its `gone` day
+            last_day = seen_day
+    if last_day is None:
+        return None  # no usage before the evaluated day: onboarding, not silence
     idle_days = as_of_day - 1 - last_day
     if idle_days < limits.inactive_days:
         return None

@@ -55,6 +55,9 @@ class NoEmitter:
     ) -> None:
         pass
 
+    async def flush(self) -> None:
+        pass
+
 
 class Owners:
     """Customers named in `remote` live on another worker; `unknown` ones on none."""

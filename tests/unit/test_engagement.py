@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from churnwatch.domain.engagement import SECONDS_PER_DAY, DailyRing, day_of, ring_days_needed
+from churnwatch.domain.engagement import (
+    SECONDS_PER_DAY,
+    DailyRing,
+    breadth_bit,
+    day_of,
+    ring_days_needed,
+)
 
 # Amounts in whole thousandths, so the ring's own arithmetic cannot round them.
 amounts = st.integers(0, 10**7).map(lambda thousandths: thousandths / 1000)
@@ -87,7 +93,7 @@ def test_jumping_past_the_whole_ring_clears_every_slot() -> None:
 
     assert ring.total(-1000, 1000) == pytest.approx(2.0)
     assert ring.active == 1 << (100 % 7)
-    assert ring.last_active_day(before_day=100) is None
+    assert ring.last_active_day(before_day=100) == 6  # forgotten, but remembered as `gone`
     assert ring.last_active_day(before_day=101) == 100
 
 
@@ -147,6 +153,9 @@ def test_ring_agrees_with_a_brute_force_model(
 
     def expected_last_active(before: int) -> int | None:
         days = [day for day, _ in accepted if held(day) and day < before]
+        forgotten = max((day for day, _ in accepted if not held(day)), default=None)
+        if not days and forgotten is not None and forgotten < before:
+            return forgotten
         return max(days, default=None)
 
     assert math.isclose(ring.total(first, last), expected_total(first, last), abs_tol=1e-6)
@@ -207,3 +216,50 @@ def test_ring_of_the_needed_size_holds_the_window_behind_the_newest_event(
     as_of_day = day_of(newest - lateness)  # the day the watermark is in
 
     assert ring.oldest_day <= as_of_day - window
+
+
+@given(
+    size=st.integers(3, 20),
+    steps=st.lists(
+        st.tuples(st.integers(0, 80), st.integers(0, 80), st.booleans()), min_size=1, max_size=60
+    ),
+)
+def test_a_ring_told_what_to_keep_grows_and_fits_back_without_changing_any_answer(
+    size: int, steps: list[tuple[int, int, bool]]
+) -> None:
+    # A reference ring large enough never to forget, and one that grows only when told to
+    # keep days and is fitted back to `size`: both answer alike for every kept day.
+    reference = DailyRing(size=200, head_day=0)
+    ring = DailyRing(size=size, head_day=0)
+    keep_from = 0
+    for day, keep_shift, fit in steps:
+        # What an engine keeps moves forward only, and never asks for a day already gone.
+        keep_from = max(keep_from, ring.oldest_day, min(day, ring.head_day) - keep_shift // 10)
+        if day < ring.oldest_day:
+            continue
+        assert ring.add(day, 1.0 + day, breadth_bit(str(day)), 0, keep_from)
+        reference.add(day, 1.0 + day, breadth_bit(str(day)))
+        assert ring.oldest_day <= keep_from
+        if fit:
+            ring.fit(size, keep_from)
+            assert ring.size >= size
+        for first in range(keep_from, ring.head_day + 1):
+            assert ring.total(first, first) == reference.total(first, first)
+            assert ring.breadth_between(first, first) == reference.breadth_between(first, first)
+        for before in range(keep_from, ring.head_day + 2):
+            assert ring.last_active_day(before) == reference.last_active_day(before)
+
+
+def test_a_grown_ring_keeps_the_days_asked_for_and_fits_back() -> None:
+    ring = DailyRing(size=7, head_day=10)  # holds days 4..10
+    ring.add(5, 1.0)
+
+    assert ring.add(20, 2.0, keep_from=5)
+
+    assert ring.size == 16
+    assert ring.oldest_day == 5
+    assert ring.total(5, 20) == pytest.approx(3.0)
+    assert ring.fit(7, keep_from=12)
+    assert (ring.size, ring.oldest_day, ring.gone) == (9, 12, 5)
+    assert ring.last_active_day(before_day=20) == 5
+    assert not ring.fit(7, keep_from=12)

@@ -101,14 +101,15 @@ def test_a_subscribed_customer_never_expires_however_idle() -> None:
     state.billing.insert(billing("c", START, "subscription.started", 1000))
     assert not is_expired(state, int(START // DAY) + 5000, 30)
     state.billing.insert(billing("c", START + 100 * DAY, "subscription.ended"))
-    assert last_activity(state) == START + 100 * DAY
+    assert last_activity(state, int(START // DAY) + 101) == START + 100 * DAY
+    assert last_activity(state, int(START // DAY) + 100) == START  # not yet ended
     assert not is_expired(state, int(START // DAY) + 130, 30)
     assert is_expired(state, int(START // DAY) + 131, 30)
 
 
 def test_a_record_with_nothing_in_it_expires_and_a_snooze_keeps_one_until_it_ends() -> None:
     state = state_with(None)
-    assert last_activity(state) is None
+    assert last_activity(state, 10**6) is None
     assert is_expired(state, 0, 30)
     state.snoozed_until = START + 5 * DAY
     assert not is_expired(state, int(START // DAY) + 35, 30)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY, ring_days_needed
+from churnwatch.domain.engagement import SECONDS_PER_DAY, DailyRing, ring_days_needed
 from churnwatch.domain.rules import WEIGHTS, Reason, evaluate, inactive, risk_score, usage_drop
 from config.settings import RuleSettings
 
@@ -137,17 +137,29 @@ def test_inactive_does_not_fire_before_the_customer_existed() -> None:
     assert inactive(state, DAY0 - 30, LIMITS) is None
 
 
-def test_inactive_for_a_day_the_ring_has_left_counts_the_ring_as_quiet() -> None:
-    # Evaluated behind a much newer event: the old activity has left the ring, so only the
-    # ring's own span is known to be quiet and the idle count is a lower bound.
-    state = _customer({DAY0: 5.0, DAY0 + 50: 5.0})
-    as_of = DAY0 + 30
-    assert state.ring.last_active_day(as_of) is None
+def test_inactive_behind_a_much_newer_event_counts_from_the_day_the_ring_forgot() -> None:
+    # Evaluated behind a much newer event: the old activity has left the ring, which still
+    # remembers its latest forgotten day, so the idle count is exact and does not depend on
+    # how far ahead the newer event was.
+    for newer in (40, 50, 70):
+        state = _customer({DAY0: 5.0, DAY0 + newer: 5.0})
+        as_of = DAY0 + 30
+        assert state.ring.oldest_day > DAY0
 
-    reason = inactive(state, as_of, LIMITS)
+        reason = inactive(state, as_of, LIMITS)
+
+        assert reason is not None
+        assert reason.observed == as_of - 1 - DAY0
+
+
+def test_inactive_reads_an_old_record_without_a_forgotten_day_from_last_seen() -> None:
+    state = _customer({DAY0: 5.0})
+    state.ring = DailyRing(size=state.ring.size, head_day=DAY0 + 60)  # as written before `gone`
+
+    reason = inactive(state, DAY0 + 70, LIMITS)
 
     assert reason is not None
-    assert reason.observed == as_of - state.ring.oldest_day
+    assert reason.observed == 70 - 1
 
 
 # whole days before the evaluated day
