@@ -85,10 +85,10 @@ class FaultLog:
         for key, name in COUNTERS.items():
             self.counts[key] += sum(v for (n, _), v in metrics.items() if n == name)
 
-    def fault(self, kind: str, recovery_seconds: float, **details: Any) -> None:
-        self.faults.append(
-            {"kind": kind, "recovery_seconds": round(recovery_seconds, 1), **details}
-        )
+    def fault(self, kind: str, recovery_seconds: float | None, **details: Any) -> None:
+        """Note a fault; `recovery_seconds` None where there is nothing to recover from."""
+        recovery = None if recovery_seconds is None else round(recovery_seconds, 1)
+        self.faults.append({"kind": kind, "recovery_seconds": recovery, **details})
 
     def context(self) -> str:
         """For assertion messages: how to replay this run."""

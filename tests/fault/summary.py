@@ -31,7 +31,7 @@ def main() -> None:
         recovery = ", ".join(
             f"{fault['kind']}: {fault['recovery_seconds']}"
             for fault in run["faults"]
-            if fault["recovery_seconds"]
+            if fault["recovery_seconds"] is not None
         )
         cells = [str(run[key]) for key, _ in COLUMNS]
         print("| " + " | ".join(cells) + f" | {recovery or '-'} |")
