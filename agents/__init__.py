@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents import alert_sink, api, clock, figures, ingest, notifier, rebalance, web
+from agents import alert_sink, api, clock, diagnostics, figures, ingest, notifier, rebalance, web
 from churnwatch.store.alerts import AlertStore
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ def install_all(worker: Worker) -> None:
     clock.install(worker)
     rebalance.install(worker)
     web.install(worker)
+    diagnostics.install(worker)
     alert_sink.install(worker)
     api.install(worker)
     if worker.settings.notify.active:

@@ -8,11 +8,39 @@ partition: the partition Faust restores it from when that partition is assigned 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from faust.streams import _current_event
+
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.partition import PartitionClock
+
+
+class _Partition:
+    """Stands in for Faust's current event where a store asks it which partition a key is in."""
+
+    __slots__ = ("__weakref__", "message", "partition")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.message = self  # the store reads `event.message.partition`
+
+
+def put_in_partition(table: Any, partition: int, key: str, value: Any) -> None:
+    """`table.data[key] = value` for a key of `partition`, outside any stream event.
+
+    Faust's RocksDB store keeps a database per partition and picks it from the current
+    event (`assert event is not None` without one); the memory store ignores it. A batch
+    writes after all its events, so it names the partition itself (faust-streaming pinned).
+    """
+    marker = _Partition(partition)
+    token = _current_event.set(weakref.ref(marker))  # type: ignore[arg-type]
+    try:
+        table.data[key] = value
+    finally:
+        _current_event.reset(token)
 
 
 class PartitionIndex:
@@ -91,7 +119,7 @@ class TableStore:
                 del data[customer_id]
             self._table.send_changelog(partition, customer_id, None, value_serializer="raw")
         for customer_id, state in self._dirty.items():
-            data[customer_id] = state
+            put_in_partition(self._table, state.partition, customer_id, state)
             self._table.send_changelog(state.partition, customer_id, state)
         written = len(self._dirty) + len(self._deleted)
         self._dirty, self._deleted = {}, {}
@@ -126,7 +154,7 @@ class ClockBook:
     def save(self, clock: PartitionClock) -> None:
         key = clock_key(clock.partition)
         saved = clock.copy()
-        self._table.data[key] = saved
+        put_in_partition(self._table, clock.partition, key, saved)
         self._table.send_changelog(clock.partition, key, saved)
 
     def watermarks(self, partitions: set[int]) -> dict[int, float]:
