@@ -29,7 +29,7 @@ from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex
 from streams.topics import CUSTOMERS_TABLE
-from streams.transport import App
+from streams.transport import App, ReadOffsets
 
 UNKNOWN_SEGMENT = (UNKNOWN,)
 
@@ -73,6 +73,9 @@ class FaustRewinder:
         if offset < earliest:
             return False
         await consumer.seek(tp, offset)
+        read_offsets = getattr(consumer, "_read_offset", None)
+        if isinstance(read_offsets, ReadOffsets):
+            read_offsets.rewind(tp, offset)
         return True
 
 
