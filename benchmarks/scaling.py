@@ -437,11 +437,6 @@ def rocksdb_available() -> str | None:
     return None
 
 
-# Faust's RocksDB store picks the partition's database from the current event; churnwatch writes
-# `table.data[key]` after a whole batch, outside any event, so the store's `_set` asserts.
-ROCKSDB_NO_EVENT = "assert event is not None"
-
-
 def run_all(run: Scaling, checkpoint: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Sizes up to the recovery size for every store, recovery, 1 vs 2, then larger sizes;
     `checkpoint` gets the results so far after each step (a cut-short run keeps them)."""
@@ -451,21 +446,11 @@ def run_all(run: Scaling, checkpoint: Callable[[dict[str, Any]], None]) -> dict[
     group_size = args.group_size or (10_000 if 10_000 in sizes else max(sizes))
     results: dict[str, Any] = {"sizes": [], "idle": {}, "recovery": [], "one_versus_two": None}
     stopped: dict[tuple[str, int], tuple[WorkerProcess, int]] = {}
-    broken: dict[str, str] = {}
 
     def guarded(what: str, action: Callable[[], Any]) -> Any:
         try:
             return action()
         except (ContenderError, OSError, RuntimeError, KafkaError, TimeoutError) as exc:
-            if ROCKSDB_NO_EVENT in str(exc):
-                broken["rocksdb"] = status = (
-                    "unsupported: the ingest agent crashed on its first batch write: "
-                    "Faust's RocksDB store asserts a current event in _set "
-                    "(faust/stores/rocksdb.py, `assert event is not None`); churnwatch writes "
-                    "table.data[key] once per batch, outside any event"
-                )
-                say(f"{what}: {status}")
-                return {"status": status}
             run.failed = True
             say(f"{what}: FAILED {exc}")
             return {"status": f"failed: {exc}"[:2000]}
@@ -478,9 +463,12 @@ def run_all(run: Scaling, checkpoint: Callable[[dict[str, Any]], None]) -> dict[
             elif store not in results["idle"]:
                 results["idle"][store] = guarded(f"idle {store}", lambda s=store: run.idle_rss(s))
             for customers in chosen:
-                if store in broken or why is not None:
-                    reason = broken.get(store) or f"unavailable: {why}"
-                    entry = {"status": reason, "customers": customers, "store": store}
+                if why is not None:
+                    entry = {
+                        "status": f"unavailable: {why}",
+                        "customers": customers,
+                        "store": store,
+                    }
                     results["sizes"].append(entry)
                     continue
                 short = memory_shortfall(results["sizes"], store, customers)
