@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
+from streams.transport import seek
+
 if TYPE_CHECKING:
     from streams.app import Worker
 
@@ -53,4 +55,4 @@ def install(worker: Worker) -> None:
             for partition in worker.owned_partitions():
                 expected = worker.clocks.get(partition).next_offsets
                 for topic in (usage_topic, worker.settings.topics.billing):
-                    await app.consumer.seek(TP(topic, partition), expected.get(topic, 0))
+                    await seek(app, TP(topic, partition), expected.get(topic, 0))

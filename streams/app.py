@@ -29,7 +29,7 @@ from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex
 from streams.topics import CUSTOMERS_TABLE
-from streams.transport import App, ReadOffsets
+from streams.transport import App, seek
 
 UNKNOWN_SEGMENT = (UNKNOWN,)
 
@@ -72,10 +72,7 @@ class FaustRewinder:
         earliest = (await consumer.earliest_offsets(tp)).get(tp) or 0
         if offset < earliest:
             return False
-        await consumer.seek(tp, offset)
-        read_offsets = getattr(consumer, "_read_offset", None)
-        if isinstance(read_offsets, ReadOffsets):
-            read_offsets.rewind(tp, offset)
+        await seek(self._app, tp, offset)
         return True
 
 

@@ -88,3 +88,24 @@ class App(faust.App):
         if scheme not in ("kafka", "aiokafka"):
             return super()._new_transport()
         return _Transport(self.conf.broker_consumer, self)
+
+
+async def seek(app: faust.App, tp: TP, offset: int) -> None:
+    """Move the consumer of `tp` to `offset`, in the consumer's own thread.
+
+    Faust's `Consumer.seek` calls aiokafka's `seek` from the event loop's thread while the
+    consumer thread may be handing out fetched records: seen as a fetcher crash
+    (`KeyError` in aiokafka's `fetched_records`) when a second worker joined. Then, as Faust's
+    seek does, the partition's read offset moves there, and nothing of it is dropped until
+    the message at `offset` is read again (`ReadOffsets`).
+    """
+    consumer = app.consumer
+    thread = getattr(consumer, "_thread", None)
+    if thread is None:  # not Faust's threaded aiokafka consumer
+        await consumer.seek(tp, offset)
+        return
+    await thread.call_thread(thread.seek, tp, offset)
+    read_offsets = consumer._read_offset  # type: ignore[attr-defined]
+    read_offsets[tp] = offset if offset else None
+    if isinstance(read_offsets, ReadOffsets):
+        read_offsets.rewind(tp, offset)
