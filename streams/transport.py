@@ -1,5 +1,6 @@
-"""Faust's aiokafka transport with the consumer's fetch long-poll as a setting, and no
-dropping of messages read again after churnwatch seeks back (`ReadOffsets`).
+"""Faust's aiokafka transport with the consumer's fetch long-poll as a setting, seeks made in
+the consumer's own thread (`seek`), and no dropping of messages read again after churnwatch
+seeks back (`ReadOffsets`).
 
 faust-streaming 0.15.3 creates the worker's consumer with `fetch_max_wait_ms=1500` fixed. The
 aiokafka fetcher keeps one fetch in flight per broker, and partitions that returned records are
