@@ -445,8 +445,13 @@ class IngestBatch:
                 await self._send(self._topics.health, customer_id.encode(), None, None)
 
     async def _send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any] | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
     ) -> None:
+        """Send through the emitter; the batch then flushes before writing its records."""
         await self._emitter.send(topic, key, value, headers)
         self._unflushed = True
 

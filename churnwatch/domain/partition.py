@@ -284,12 +284,12 @@ class PartitionEngine:
             result.forgotten_ids += forgotten
             if not new:
                 return False
-        if clock.evaluated_day is not None:
-            keep_from: int | None = clock.evaluated_day + 1 - self.window_days
-        else:  # the first day to evaluate is not known yet: keep all
-            keep_from = None if state.first_seen is None else day_of(state.first_seen)
-        if not state.ring.add(
-            day_of(at),
+        day = day_of(at)
+        ring = state.ring
+        # Only a newer day makes the ring forget: what to keep is asked only then.
+        keep_from = self._keep_from(clock, state) if day > ring.head_day else None
+        if not ring.add(
+            day,
             event.quantity,
             breadth_bit(event.user_id),
             breadth_bit(event.event_type),
@@ -306,6 +306,13 @@ class PartitionEngine:
             state.last_seen = at
         state.events += 1
         return True
+
+    def _keep_from(self, clock: PartitionClock, state: CustomerState) -> int | None:
+        """The oldest day of the customer's ring that a day still to evaluate reads."""
+        if clock.evaluated_day is not None:
+            return clock.evaluated_day + 1 - self.window_days
+        # The first day to evaluate is not known yet: keep all.
+        return None if state.first_seen is None else day_of(state.first_seen)
 
     def _observe(
         self,
@@ -348,8 +355,8 @@ class PartitionEngine:
                 if (s.evaluated_day is None or s.evaluated_day < as_of_day)
                 and s.known_before(day_start)
             ]
-            period = period_of(as_of_day * SECONDS_PER_DAY, self.granularity)
-            if period.start == as_of_day * SECONDS_PER_DAY:
+            period = period_of(day_start, self.granularity)
+            if period.start == day_start:
                 self._close_period(
                     clock.partition, period.previous(), customers, due, store, result
                 )

@@ -22,7 +22,8 @@ from typing import Final, Literal
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, next_transition
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of
+from churnwatch.domain.engagement import SECONDS_PER_DAY
+from churnwatch.domain.rules import last_usage_day
 
 # The longest period of each granularity, in days.
 PERIOD_DAYS: Final = {"week": 7, "month": 31, "quarter": 92}
@@ -69,9 +70,7 @@ def last_activity(state: CustomerState, before_day: int) -> float | None:
     """
     day_start = before_day * SECONDS_PER_DAY
     times: list[float] = []
-    used = state.ring.last_active_day(before_day)
-    if used is None and state.last_seen is not None and state.last_seen < day_start:
-        used = day_of(state.last_seen)  # records written before the ring kept `gone`
+    used = last_usage_day(state, before_day)
     if used is not None:
         times.append(used * SECONDS_PER_DAY)
     if state.snoozed_until is not None:

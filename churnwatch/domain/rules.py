@@ -133,13 +133,19 @@ def usage_drop(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Re
     )
 
 
-def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
-    """No usage at all for `inactive_days` whole days before the evaluated day."""
-    last_day = engagement.ring.last_active_day(as_of_day)
+def last_usage_day(engagement: Engagement, before_day: int) -> int | None:
+    """The latest day before `before_day` with any usage (None: no usage before it)."""
+    last_day = engagement.ring.last_active_day(before_day)
     if last_day is None and engagement.last_seen is not None:
         seen_day = day_of(engagement.last_seen)
-        if seen_day < as_of_day:  # a record written before the ring kept its `gone` day
-            last_day = seen_day
+        if seen_day < before_day:  # a record written before the ring kept its `gone` day
+            return seen_day
+    return last_day
+
+
+def inactive(engagement: Engagement, as_of_day: int, limits: Thresholds) -> Reason | None:
+    """No usage at all for `inactive_days` whole days before the evaluated day."""
+    last_day = last_usage_day(engagement, as_of_day)
     if last_day is None:
         return None  # no usage before the evaluated day: onboarding, not silence
     idle_days = as_of_day - 1 - last_day
