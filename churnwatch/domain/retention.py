@@ -90,14 +90,23 @@ def last_activity(state: CustomerState, before_day: int) -> float | None:
 
 
 def is_expired(state: CustomerState, as_of_day: int, retention_days: int) -> bool:
-    """Not subscribed on the day, and idle for longer than the retention before it."""
+    """Not subscribed on the day, idle for longer than the retention before it, and holding
+    no event from the day on: events up to the allowed lateness past midnight are applied
+    before the day is swept, and expiring the record would drop them."""
     day_start = as_of_day * SECONDS_PER_DAY
     if state.billing is not None and state.billing.at(day_start).subscribed:
         return False
+    if _holds_events_from(state, day_start):
+        return False
     last = last_activity(state, as_of_day)
-    if last is None:  # nothing before the day: an empty record, or one of later events only
-        return state.last_seen is None and state.billing is None and state.snoozed_until is None
-    return last < day_start - retention_days * SECONDS_PER_DAY
+    return last is None or last < day_start - retention_days * SECONDS_PER_DAY
+
+
+def _holds_events_from(state: CustomerState, moment: float) -> bool:
+    if state.last_seen is not None and state.last_seen >= moment:
+        return True
+    changes = state.billing.changes if state.billing is not None else []
+    return bool(changes) and changes[-1].occurred_at >= moment
 
 
 def sweep(

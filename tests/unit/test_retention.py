@@ -377,3 +377,16 @@ def test_the_worker_counts_expired_customers_and_tombstones_their_health(
 def customer_ids(worker: Worker) -> set[str]:
     """Customers in the table (partition clocks share it, under NUL-led keys)."""
     return {key for key, value in worker.customers.data.items() if isinstance(value, CustomerState)}
+
+
+def test_a_customer_holding_an_event_of_the_swept_day_is_kept() -> None:
+    # An event up to the allowed lateness past midnight is applied before that day is swept,
+    # however the batches fall: expiring the record then would drop an event already applied.
+    state = state_with(START + 10 * 3600)
+    day0 = int(START // DAY)
+    state.ring.add(day0, 1.0)
+    assert is_expired(state, day0 + 31, 30)
+    state.ring.add(day0 + 31, 1.0)
+    state.last_seen = (day0 + 31) * DAY + 1800
+
+    assert not is_expired(state, day0 + 31, 30)
