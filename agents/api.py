@@ -46,7 +46,6 @@ from agents.api_formats import (
     unavailable,
 )
 from churnwatch.domain.alertwire import Transition
-from churnwatch.domain.customer import CustomerState
 from churnwatch.exceptions import AlertNotFoundError, InvalidAlertRequestError
 from churnwatch.store.alerts import AlertPage, AlertRecord
 from streams.commands import send_snooze
@@ -251,8 +250,8 @@ class Api:
 
     def _health(self, customer_id: str) -> dict[str, Any]:
         worker = self._worker
-        state = worker.customers.data.get(customer_id)
-        if not isinstance(state, CustomerState):  # none, or a partition clock's key
+        state = worker.customer(customer_id)
+        if state is None:  # none, or a partition clock's key
             raise ApiError(404, "customer_not_found", "no customer with this id", "customer_id")
         as_of_day = worker.clocks.get(state.partition).evaluated_day
         if as_of_day is None:

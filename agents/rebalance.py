@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
+from streams.codecs import partition_of
 from streams.transport import seek
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def install(worker: Worker) -> None:
         kept = {tp.partition for tp in assigned if tp.topic == usage_topic}
         async with worker.lock:
             data = worker.customers.data
-            moved = [key for key, state in data.items() if state.partition not in kept]
+            moved = [key for key, value in data.items() if partition_of(value) not in kept]
             for key in moved:
                 data.pop(key, None)
             worker.index.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from churnwatch.domain.alerts import AlertPolicy
 from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures, segment_of
+from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import SECONDS_PER_DAY, last_closed_day, ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.domain.periods import period_of
@@ -27,7 +28,7 @@ from streams.assignor import CopartitionedAssignor
 from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
-from streams.state import ClockBook, PartitionIndex
+from streams.state import ClockBook, PartitionIndex, stored_customer
 from streams.topics import CUSTOMERS_TABLE
 from streams.transport import App, seek
 
@@ -158,18 +159,23 @@ class Worker:
         """The consumer group's coordinator is known: the broker answers."""
         return group_coordinator_known(self.app)
 
+    def customer(self, customer_id: str) -> CustomerState | None:
+        """A customer's record, decoded (None: not tracked by this worker)."""
+        return stored_customer(self.customers, customer_id)
+
+    def customers_in(self, partition: int) -> Iterator[CustomerState]:
+        """The records of a partition, decoded one at a time."""
+        for customer_id in list(self.index.customers(partition)):
+            state = self.customer(customer_id)
+            if state is not None:
+                yield state
+
     def refresh_figures(self) -> None:
         """Recount the churn figures of the owned partitions (a timer calls this)."""
         if not self.settled():
             return  # keep the last complete figures while state is being restored
-        owned = self.owned_partitions()
-        data = self.customers.data
-        partitions = {
-            partition: [data[c] for c in self.index.customers(partition) if c in data]
-            for partition in owned
-        }
-        watermarks = self.clocks.watermarks(owned)
-        self.figures = figures_snapshot(self.engine, partitions, watermarks)
+        watermarks = self.clocks.watermarks(self.owned_partitions())
+        self.figures = figures_snapshot(self.engine, self.customers_in, watermarks)
 
     async def reconcile_periods(self) -> None:
         """Record the last closed period of owned partitions not in the store yet.
@@ -186,8 +192,7 @@ class Worker:
             closed = period_of(watermark, self.engine.granularity).previous()
             if (partition, closed.label) in self.ingest.recorded:
                 continue
-            data = self.customers.data
-            customers = [data[c] for c in self.index.customers(partition) if c in data]
+            customers = list(self.customers_in(partition))
             figures = period_figures(
                 customers, closed.start, closed.end, self.engine.policy, self.engine.segment_by
             )
@@ -203,14 +208,10 @@ class Worker:
         active: dict[tuple[str, ...], int] = {}
         window = self.settings.churn.activity_window_days
         segment_by = self.engine.segment_by
-        data = self.customers.data
         for partition in owned:
             watermark = self.clocks.get(partition).watermark
             day = None if watermark is None else last_closed_day(watermark) + 1
-            for customer_id in self.index.customers(partition):
-                state = data.get(customer_id)
-                if state is None:
-                    continue
+            for state in self.customers_in(partition):
                 tracked += 1
                 account = None
                 if state.billing is not None and day is not None:

@@ -6,7 +6,7 @@ partitions this worker owns are counted, so the sum over workers counts every cu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from churnwatch.domain.churn import Figures, Segment, merge, period_figures
@@ -31,25 +31,31 @@ class FiguresSnapshot:
 
 def figures_snapshot(
     engine: PartitionEngine,
-    partitions: Mapping[int, Iterable[CustomerState]],
+    customers_in: Callable[[int], Iterable[CustomerState]],
     watermarks: dict[int, float],
 ) -> FiguresSnapshot:
-    """Figures of the period holding the oldest owned watermark, and of the one before it."""
+    """Figures of the period holding the oldest owned watermark, and of the one before it.
+
+    `watermarks` names the partitions counted; their customers are read one partition at a
+    time (decoded records are not held for all partitions at once).
+    """
     if not watermarks:
         return FiguresSnapshot()
     current = period_of(min(watermarks.values()), engine.granularity)
-    views = {}
-    for name, period in (("current", current), ("previous", current.previous())):
-        parts = []
-        ends = []
-        for partition, customers in partitions.items():
-            watermark = watermarks.get(partition)
-            if watermark is None:
-                continue
+    periods = {"current": current, "previous": current.previous()}
+    parts: dict[str, list[dict[Segment, Figures]]] = {name: [] for name in periods}
+    ends: dict[str, list[float]] = {name: [] for name in periods}
+    for partition, watermark in watermarks.items():
+        customers = list(customers_in(partition))
+        for name, period in periods.items():
             end = min(period.end, max(watermark, period.start))
-            ends.append(end)
-            parts.append(
+            ends[name].append(end)
+            parts[name].append(
                 period_figures(customers, period.start, end, engine.policy, engine.segment_by)
             )
-        views[name] = PeriodView(period, min(ends, default=period.start), merge(parts))
-    return FiguresSnapshot(views)
+    return FiguresSnapshot(
+        {
+            name: PeriodView(period, min(ends[name], default=period.start), merge(parts[name]))
+            for name, period in periods.items()
+        }
+    )

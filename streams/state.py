@@ -4,6 +4,7 @@ Faust refuses `table[key] = value` outside per-event stream iteration, and a wri
 costs a changelog message per event. So a batch reads through a working set, and each changed
 record is written once, to `table.data`, with its changelog record sent to the key's *source*
 partition: the partition Faust restores it from when that partition is assigned again.
+Customer records are held encoded (streams/codecs.py): the working set decodes what it reads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from faust.streams import _current_event
 
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.partition import PartitionClock
+from streams.codecs import decode_customer, encode_customer, is_customer, partition_of
 
 
 class _Partition:
@@ -53,12 +55,10 @@ class PartitionIndex:
     def customers(self, partition: int) -> set[str]:
         members = self._members.get(partition)
         if members is None:
-            members = {
-                key
-                for key, state in self._table.data.items()
-                if state.partition == partition and type(state) is CustomerState
-            }
-            self._members[partition] = members
+            members = self._members[partition] = set()
+            for key, value in self._table.data.items():  # one pass indexes every partition
+                if is_customer(value):
+                    self._members.setdefault(partition_of(value), set()).add(key)
         return members
 
     def add(self, state: CustomerState) -> None:
@@ -72,8 +72,17 @@ class PartitionIndex:
         self._members.clear()
 
 
+def stored_customer(table: Any, customer_id: str) -> CustomerState | None:
+    """The customer's record as the table holds it (None: none, or a clock's key)."""
+    value = table.data.get(customer_id)
+    return decode_customer(value) if is_customer(value) else None
+
+
 class TableStore:
     """A batch's view of the customer table: reads through changes, writes each once.
+
+    Records the batch asks for by id are decoded once and kept until it ends; a partition's
+    daily sweep (`in_partition`) decodes as it goes, and the batch keeps only what changed.
 
     A deleted customer (expired) is removed from the table and the index, and its changelog
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
@@ -82,14 +91,22 @@ class TableStore:
     def __init__(self, table: Any, index: PartitionIndex) -> None:
         self._table = table
         self._index = index
+        self._read: dict[str, CustomerState] = {}  # decoded this batch, unchanged so far
         self._dirty: dict[str, CustomerState] = {}
         self._deleted: dict[str, int] = {}  # customer id -> partition
 
     def get(self, customer_id: str) -> CustomerState | None:
-        state = self._dirty.get(customer_id)
+        state = self._held(customer_id)
         if state is None and customer_id not in self._deleted:
-            state = self._table.data.get(customer_id)
+            state = stored_customer(self._table, customer_id)
+            if state is not None:
+                self._read[customer_id] = state
         return state
+
+    def _held(self, customer_id: str) -> CustomerState | None:
+        """The batch's own copy of the record, if it has one."""
+        state = self._dirty.get(customer_id)
+        return self._read.get(customer_id) if state is None else state
 
     def put(self, state: CustomerState) -> None:
         if state.customer_id not in self._dirty:
@@ -99,6 +116,7 @@ class TableStore:
 
     def delete(self, state: CustomerState) -> None:
         self._dirty.pop(state.customer_id, None)
+        self._read.pop(state.customer_id, None)
         self._deleted[state.customer_id] = state.partition
         self._index.discard(state)
 
@@ -107,7 +125,9 @@ class TableStore:
 
     def in_partition(self, partition: int) -> Iterator[CustomerState]:
         for customer_id in self._index.customers(partition):
-            state = self.get(customer_id)
+            state = self._held(customer_id)
+            if state is None and customer_id not in self._deleted:
+                state = stored_customer(self._table, customer_id)
             if state is not None:
                 yield state
 
@@ -119,10 +139,13 @@ class TableStore:
                 del data[customer_id]
             self._table.send_changelog(partition, customer_id, None, value_serializer="raw")
         for customer_id, state in self._dirty.items():
-            put_in_partition(self._table, state.partition, customer_id, state)
-            self._table.send_changelog(state.partition, customer_id, state)
+            encoded = encode_customer(state)
+            put_in_partition(self._table, state.partition, customer_id, encoded)
+            self._table.send_changelog(
+                state.partition, customer_id, encoded, value_serializer="raw"
+            )
         written = len(self._dirty) + len(self._deleted)
-        self._dirty, self._deleted = {}, {}
+        self._read, self._dirty, self._deleted = {}, {}, {}
         return written
 
 

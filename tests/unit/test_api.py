@@ -247,7 +247,7 @@ def test_a_customers_health_is_computed_as_of_its_partitions_last_day(
     assert silent["as_of"] == "2020-01-30T00:00:00+00:00"
     assert silent["status"] == "at_risk"
     assert "inactive" in {reason["code"] for reason in silent["reasons"]}
-    assert silent["alert_id"] == worker.customers.data["silent"].alert.alert_id
+    assert silent["alert_id"] == worker.customer("silent").alert.alert_id
     assert silent["window"]["recent_active_days"] == 0
     assert steady["status"] == "unsubscribed"  # no billing events: never subscribed
     assert steady["alert_id"] is None

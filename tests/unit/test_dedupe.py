@@ -69,7 +69,7 @@ def test_a_producers_retry_within_the_horizon_counts_once_and_after_it_twice(
         Msg(topic, 0, 2, b"c-1", usage("c-1", START + 3 * HOUR, n=1)),
     ]
     asyncio.run(worker.ingest.handle(messages))
-    state: CustomerState = worker.customers.data["c-1"]
+    state: CustomerState = worker.customer("c-1")
     assert state.events == 2
     assert sample_sum(worker, "churnwatch_events_duplicate_total") == 1
     # Round trip through the record codec keeps the memory with the state.
@@ -85,8 +85,8 @@ def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
     topic = worker.settings.topics.usage
     twice = [Msg(topic, 0, n, b"c-1", usage("c-1", START)) for n in range(2)]
     asyncio.run(worker.ingest.handle(twice))
-    assert worker.customers.data["c-1"].events == 2
-    assert worker.customers.data["c-1"].recent_ids is None
+    assert worker.customer("c-1").events == 2
+    assert worker.customer("c-1").recent_ids is None
 
 
 def test_ids_forgotten_for_the_cap_are_counted(tmp_path: Path) -> None:

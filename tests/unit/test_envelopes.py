@@ -92,7 +92,7 @@ def test_every_event_of_an_envelope_applies_and_a_bad_one_is_dead_lettered_alone
     ]
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-1", envelope("c-1", events))]))
 
-    state = worker.customers.data["c-1"]
+    state = worker.customer("c-1")
     assert state.events == 2
     assert state.usage_offset == 0
     dead = emitter.on(worker.settings.topics.dead_letters)
@@ -134,7 +134,7 @@ def test_a_redelivered_envelope_changes_nothing(tmp_path: Path) -> None:
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-1", raw)]))
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 0, b"c-1", raw)]))  # redelivered
 
-    assert worker.customers.data["c-1"].events == 5
+    assert worker.customer("c-1").events == 5
     assert sample_sum(worker, "churnwatch_events_redelivered_total") == 5
     assert sample_sum(worker, "churnwatch_events_processed_total") == 10
 
@@ -151,7 +151,7 @@ def test_a_late_event_in_an_envelope_is_dead_lettered_on_its_own(tmp_path: Path)
     dead = emitter.on(worker.settings.topics.dead_letters)
     assert [dict(h or [])["churnwatch.reason"] for _, _, h in dead] == [b"late"]
     assert dict(dead[0][2] or [])["churnwatch.source.index"] == b"0"
-    assert worker.customers.data["c-2"].events == 1
+    assert worker.customer("c-2").events == 1
     assert sample_sum(worker, "churnwatch_events_late_total") == 1
 
 

@@ -101,7 +101,7 @@ def test_agent_folds_events_into_one_record_per_customer(worker: Worker) -> None
             for n in range(5):
                 await agent.put(usage("c-1", START + n * 60, n=n), key=b"c-1")
             await drain(worker, 5)
-        state: CustomerState = worker.customers.data["c-1"]
+        state: CustomerState = worker.customer("c-1")
         return state
 
     state = asyncio.run(scenario())
@@ -128,7 +128,7 @@ def test_agent_dead_letters_bad_input_and_keeps_going(worker: Worker, emitter: L
         b"missing_field",
     ]
     assert dead[0][1] == b"{not json"  # the original bytes, untouched
-    assert worker.customers.data["c-1"].events == 1
+    assert worker.customer("c-1").events == 1
 
 
 def test_agent_opens_an_alert_when_a_customer_goes_silent(
@@ -181,12 +181,12 @@ def test_a_jump_in_offsets_rewinds_and_applies_nothing_past_it(
 
     assert rewinder.calls == [(topic, 0, 3)]
     assert all(m.acked for m in later)  # marked so Faust never commits their offsets
-    assert worker.customers.data["c-1"].events == 3
+    assert worker.customer("c-1").events == 3
     assert sample_sum(worker, "churnwatch_events_rewound_total") == 2
     # Read again from 3, everything applies once.
     again = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(3, 7)]
     asyncio.run(worker.ingest.handle(again))
-    assert worker.customers.data["c-1"].events == 7
+    assert worker.customer("c-1").events == 7
 
 
 def test_offsets_removed_by_retention_are_a_real_gap(tmp_path: Path, emitter: ListEmitter) -> None:
@@ -197,7 +197,7 @@ def test_offsets_removed_by_retention_are_a_real_gap(tmp_path: Path, emitter: Li
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 12, b"c-1", usage("c-1", START + 5, n=1))]))
 
     assert rewinder.calls == [(topic, 0, 1)]
-    assert worker.customers.data["c-1"].events == 2
+    assert worker.customer("c-1").events == 2
 
 
 @dataclass
@@ -247,7 +247,7 @@ def test_a_partition_never_processed_is_read_from_the_start_of_the_log(
     assert sample_sum(worker, "churnwatch_events_processed_total") == 0
     again = [Msg(topic, 0, n, b"c-1", usage("c-1", START + n, n=n)) for n in range(6)]
     asyncio.run(worker.ingest.handle(again))
-    assert worker.customers.data["c-1"].events == 6
+    assert worker.customer("c-1").events == 6
     assert rewinder.calls == [(topic, 0, 0)]
 
 
@@ -260,7 +260,7 @@ def test_a_partition_never_processed_from_a_trimmed_log_starts_where_it_can(
     asyncio.run(worker.ingest.handle([Msg(topic, 0, 10, b"c-1", usage("c-1", START))]))
 
     assert rewinder.calls == [(topic, 0, 0)]  # offsets before 10 are gone: accepted
-    assert worker.customers.data["c-1"].events == 1
+    assert worker.customer("c-1").events == 1
 
 
 class TableWatchingEmitter(ListEmitter):
