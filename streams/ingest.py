@@ -113,7 +113,42 @@ class Source:
 
     message: Message
     index: int | None = None
-    event: Any = None  # the envelope's event object, dead-lettered on its own
+
+    def dead_letter_value(self) -> bytes:
+        """The message, or the envelope's event alone: decoded again, as refusals are rare and
+        holding every event's object until its batch ends costs garbage collection time."""
+        if self.index is None:
+            return self.message.value or b""
+        assert self.message.value is not None  # it decoded to an envelope
+        return orjson.dumps(orjson.loads(self.message.value)["events"][self.index])
+
+
+class PartitionEvents:
+    """A partition's valid events of a batch and where each came from, by position (as
+    `process` reports them). Flat lists, no object per event but the event: objects that live
+    as long as a batch bring the garbage collector's full passes sooner. A `Source` is built
+    only for the few events refused after parsing."""
+
+    __slots__ = ("indexes", "items", "messages")
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.messages: list[Message] = []
+        self.indexes: list[int | None] = []  # in its envelope (None: the message is the event)
+
+    def add(self, item: Item, message: Message, index: int | None) -> None:
+        self.items.append(item)
+        self.messages.append(message)
+        self.indexes.append(index)
+
+    def offsets(self) -> list[int]:
+        return [message.offset for message in self.messages]
+
+    def source(self, position: int) -> Source:
+        return Source(self.messages[position], self.indexes[position])
+
+    def topic(self, position: int) -> str:
+        return self.messages[position].topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +213,12 @@ class IngestBatch:
         a heartbeat, or dead-lettered."""
         started = time.perf_counter()
         now = self._wall_clock()
-        parsed: dict[int, list[tuple[int, Item]]] = defaultdict(list)
-        sources: dict[int, list[Source]] = defaultdict(list)
+        parsed: dict[int, PartitionEvents] = defaultdict(PartitionEvents)
         next_offsets: dict[int, dict[str, int]] = defaultdict(dict)
         owned = None if self._owned is None else self._owned()
         rewound: set[tuple[str, int]] = set()  # read again from their expected offset
+        processed: Counter[str] = Counter()  # less those dead-lettered after `process`
+        heartbeats: Counter[str] = Counter()
         for message in messages:
             if owned is not None and message.partition not in owned:
                 # Taken before a rebalance moved the partition away: its new owner reads it
@@ -208,47 +244,43 @@ class IngestBatch:
                 self._metrics.events_rewound.labels(message.topic).inc()
                 continue
             read[message.topic] = max(read[message.topic], message.offset + 1)
-            items = parsed[message.partition]
-            origins = sources[message.partition]
-            for source, item in self._parse(message, now):
+            events = parsed[message.partition]
+            for index, item in self._parse(message, now):
                 if isinstance(item, InvalidEventError):
-                    await self._dead_letter(source, item, now)
+                    await self._dead_letter(Source(message, index), item, now)
+                    continue
+                events.add(item, message, index)
+                if type(item) is Heartbeat:
+                    heartbeats[message.topic] += 1
                 else:
-                    items.append((message.offset, item))
-                    origins.append(source)
+                    processed[message.topic] += 1
 
         store = TableStore(self._customers, self._index)
         clocks: list[PartitionClock] = []
-        processed: Counter[str] = Counter()
-        heartbeats: Counter[str] = Counter()
         for partition, read in next_offsets.items():
             clock = self._clocks.get(partition)
             for topic, offset in read.items():
                 clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
             backlog = await self._unread_inputs(clock)
-            items = parsed.get(partition, [])
-            origins = sources.get(partition, [])
-            result = self._engine.process(clock, items, store, backlog)
+            events = parsed.pop(partition, PartitionEvents())  # not kept past its turn
+            result = self._engine.process_items(
+                clock, events.offsets(), events.items, store, backlog
+            )
             if result.cutoffs is not None:
                 self.cutoffs[partition] = result.cutoffs
             clocks.append(clock)
             too_late = InvalidEventError("late", "event time is older than the watermark")
             for position in result.late:
-                await self._dead_letter(origins[position], too_late, now)
-            await self._refuse(partition, [origins[p] for p in result.rejected], now)
+                await self._dead_letter(events.source(position), too_late, now)
+            await self._refuse(partition, [events.source(p) for p in result.rejected], now)
             for position in result.duplicates:
-                self._metrics.events_duplicate.labels(origins[position].message.topic).inc()
+                self._metrics.events_duplicate.labels(events.topic(position)).inc()
             for position in result.redelivered:
-                self._metrics.events_redelivered.labels(origins[position].message.topic).inc()
+                self._metrics.events_redelivered.labels(events.topic(position)).inc()
             if result.forgotten_ids:
                 self._metrics.dedupe_forgotten.inc(result.forgotten_ids)
-            for source, (_, item) in zip(origins, items, strict=True):
-                if type(item) is Heartbeat:
-                    heartbeats[source.message.topic] += 1
-                else:
-                    processed[source.message.topic] += 1
             for position in (*result.late, *result.rejected):  # dead-lettered instead
-                processed[origins[position].message.topic] -= 1
+                processed[events.topic(position)] -= 1
             await self._publish_all(result.alerts, now)
             await self._publish_health(result.health)
             await self._forget(result.expired, store)
@@ -346,9 +378,9 @@ class IngestBatch:
 
     def _parse(
         self, message: Message, now: float
-    ) -> Iterator[tuple[Source, Item | InvalidEventError]]:
-        """Each event of the message (one, or an envelope's), validated or refused."""
-        single = Source(message)
+    ) -> Iterator[tuple[int | None, Item | InvalidEventError]]:
+        """Each event of the message (one, or an envelope's, with its index), validated or
+        refused."""
         try:
             decoded = decode_message(message.value, message.key, self._limits)
             if isinstance(decoded, Envelope) and message.key is None:
@@ -357,14 +389,14 @@ class IngestBatch:
                     "key_mismatch", "envelope has no key; key it by customer", count
                 )
         except EnvelopeError as error:
-            yield single, error
+            yield None, error
             if error.events > 1:
                 self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc(
                     error.events - 1
                 )
             return
         except InvalidEventError as error:
-            yield single, error
+            yield None, error
             return
         if not isinstance(decoded, Envelope):
             item = self._validate(message.topic, decoded, message.key, now)
@@ -373,18 +405,17 @@ class IngestBatch:
                 item = InvalidEventError(
                     "key_mismatch", "message has no key; key it by customer_id"
                 )
-            yield single, item
+            yield None, item
             return
         self._metrics.envelopes.labels(message.topic).inc()
         key = decoded.customer_id.encode()
         for index, event in enumerate(decoded.events):
-            source = Source(message, index, event)
             try:
                 payload = event_object(event)
             except InvalidEventError as error:
-                yield source, error
+                yield index, error
                 continue
-            yield source, self._validate(message.topic, payload, key, now)
+            yield index, self._validate(message.topic, payload, key, now)
 
     def _validate(
         self, topic: str, payload: dict[str, Any], key: bytes | None, now: float
@@ -409,11 +440,9 @@ class IngestBatch:
     async def _dead_letter(self, source: Source, error: InvalidEventError, now: float) -> None:
         message = source.message
         headers = dead_letter_headers(error, message.topic, message.partition, message.offset, now)
-        if source.index is None:
-            value = message.value or b""
-        else:
+        if source.index is not None:
             headers.append(("churnwatch.source.index", str(source.index).encode()))
-            value = orjson.dumps(source.event)
+        value = source.dead_letter_value()
         await self._send(self._topics.dead_letters, message.key, value, headers)
         self._metrics.events_dead_lettered.labels(message.topic, error.reason).inc()
         if error.reason == "late":

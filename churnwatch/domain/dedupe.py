@@ -87,14 +87,16 @@ class RecentIds:
         """[base64 of the digests, base64 of their event seconds]: about 22 characters per id.
         Only ids within the horizon, oldest first: the same bytes whenever pruning last ran
         and in whatever order the events came."""
-        kept = sorted(self._within(self._horizon).items(), key=_age)  # arrival order aside
-        digests = b"".join(key for key, _ in kept)
-        seconds = array("q", (second for _, second in kept)).tobytes()
+        floor = self._newest - self._horizon
+        # (second, digest) pairs sort natively in `_age` order: arrival order aside.
+        kept = sorted([(second, key) for key, second in self._seen.items() if second >= floor])
+        digests = b"".join([key for _, key in kept])
+        seconds = array("q", [second for second, _ in kept]).tobytes()
         return [base64.b64encode(digests).decode(), base64.b64encode(seconds).decode()]
 
     @classmethod
     def from_plain(cls, plain: list[str]) -> RecentIds:
         digests = base64.b64decode(plain[0])
         seconds = array("q", base64.b64decode(plain[1]))
-        keys = (digests[i : i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES))
+        keys = [digests[i : i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)]
         return cls(dict(zip(keys, seconds, strict=True)))
