@@ -168,7 +168,10 @@ def fold(made: list[Message], batch_size: int, profile: cProfile.Profile | None)
     ingest = ingest_for(table, sink)
     loop = asyncio.new_event_loop()
     work = list(batches(made, batch_size))
+    # A worker's input is not resident, and it freezes what it built at start (cli.py): the
+    # collector's full passes must not walk this process's pre-built messages either.
     gc.collect()
+    gc.freeze()
     if profile is not None:
         profile.enable()
     started = time.process_time()
@@ -177,6 +180,7 @@ def fold(made: list[Message], batch_size: int, profile: cProfile.Profile | None)
     seconds = time.process_time() - started
     if profile is not None:
         profile.disable()
+    gc.unfreeze()
     loop.close()
     events = sum(m.value.count(b'"event_id"') for m in made if m.value)
     return {

