@@ -38,6 +38,8 @@ class StateSummary:
     watermarks: Mapping[int, float] = field(default_factory=dict)  # partition -> epoch seconds
     wall_clock: float = 0.0
     figures: FiguresSnapshot | None = None
+    refreshed_at: float | None = None  # when the at-risk, active and churn figures were counted
+    refresh_seconds: float | None = None  # how long counting them took
 
 
 class BoundedLabels:
@@ -227,6 +229,20 @@ class StateCollector(Collector):
         for segment, count in sorted(counted.items()):
             active.add_metric(list(segment), count)
         yield active
+        if summary.refreshed_at is not None and summary.refresh_seconds is not None:
+            yield _gauge(
+                "churnwatch_state_refreshed_timestamp_seconds",
+                "When the last count of the at-risk, active and churn figures began (every "
+                "churn.figures_interval_seconds at most; longer on big workers, see "
+                "churnwatch_state_refresh_duration_seconds).",
+                summary.refreshed_at,
+            )
+            yield _gauge(
+                "churnwatch_state_refresh_duration_seconds",
+                "How long the last count of the at-risk, active and churn figures took: "
+                "O(customers); the next waits at least 9 times as long.",
+                summary.refresh_seconds,
+            )
         yield from _watermark_gauges(summary)
         if summary.figures is not None:
             yield from self._figure_gauges(summary.figures)

@@ -13,9 +13,9 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from churnwatch.domain.alerts import AlertPolicy
-from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures, segment_of
+from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import SECONDS_PER_DAY, last_closed_day, ring_days_needed
+from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
 from churnwatch.domain.periods import period_of
 from churnwatch.domain.retention import StateBounds
@@ -26,7 +26,7 @@ from churnwatch.metrics import StateCollector, StateSummary, WorkerMetrics
 from config import Settings
 from streams.assignor import CopartitionedAssignor
 from streams.codecs import CUSTOMER_CODEC, register_codecs
-from streams.figures import FiguresSnapshot, figures_snapshot
+from streams.figures import FiguresSnapshot, StateTally, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
 from streams.state import ClockBook, PartitionIndex, stored_customer
 from streams.topics import CUSTOMERS_TABLE
@@ -146,6 +146,9 @@ class Worker:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     agents: dict[str, Any] = field(default_factory=dict)
     figures: FiguresSnapshot = field(default_factory=FiguresSnapshot)
+    tally: StateTally = field(default_factory=lambda: StateTally(0, ()))  # none yet
+    refreshed_at: float | None = None  # when the last refresh_figures began (wall clock)
+    refresh_seconds: float | None = None  # how long it took
 
     def owned_partitions(self) -> set[int]:
         """Partitions of the usage topic this worker actively owns right now."""
@@ -171,11 +174,26 @@ class Worker:
                 yield state
 
     def refresh_figures(self) -> None:
-        """Recount the churn figures of the owned partitions (a timer calls this)."""
+        """Recount the churn figures and the at-risk and active gauges of the owned partitions
+        (a timer calls this, not a scrape): one pass, every record decoded once."""
         if not self.settled():
             return  # keep the last complete figures while state is being restored
-        watermarks = self.clocks.watermarks(self.owned_partitions())
-        self.figures = figures_snapshot(self.engine, self.customers_in, watermarks)
+        started, counted_at = time.monotonic(), time.time()
+        owned = self.owned_partitions()
+        watermarks = self.clocks.watermarks(owned)
+        tally = StateTally(self.settings.churn.activity_window_days, self.engine.segment_by)
+
+        def counted(partition: int) -> list[CustomerState]:
+            customers = list(self.customers_in(partition))
+            tally.add(customers, watermarks.get(partition))
+            return customers
+
+        self.figures = figures_snapshot(self.engine, counted, watermarks)
+        for partition in owned - watermarks.keys():
+            counted(partition)
+        self.tally = tally
+        self.refreshed_at = counted_at
+        self.refresh_seconds = time.monotonic() - started
 
     async def reconcile_periods(self) -> None:
         """Record the last closed period of owned partitions not in the store yet.
@@ -199,50 +217,24 @@ class Worker:
             await self.ingest.record_period(ClosedPeriod(partition, closed, figures))
 
     def summarize(self) -> StateSummary:
-        """State gauges over the owned partitions (scrape time, O(customers))."""
+        """The state gauges at scrape time: customers tracked now (from the index), the rest as
+        of the last `refresh_figures` (decoding every record is no work for a scrape)."""
         owned = self.owned_partitions()
-        tracked = at_risk = 0
-        by_reason: dict[str, int] = {}
-        by_severity: dict[str, int] = {}
-        mrr_by_severity: dict[str, float] = {}
-        active: dict[tuple[str, ...], int] = {}
-        window = self.settings.churn.activity_window_days
-        segment_by = self.engine.segment_by
-        for partition in owned:
-            watermark = self.clocks.get(partition).watermark
-            day = None if watermark is None else last_closed_day(watermark) + 1
-            for state in self.customers_in(partition):
-                tracked += 1
-                account = None
-                if state.billing is not None and day is not None:
-                    account = state.billing.at(day * SECONDS_PER_DAY)
-                if day is not None and state.ring.active_between(day - window, day - 1):
-                    segment = UNKNOWN_SEGMENT * len(segment_by)
-                    if account is not None:
-                        segment = segment_of(account, segment_by)
-                    active[segment] = active.get(segment, 0) + 1
-                if state.alert is None:
-                    continue
-                at_risk += 1
-                for code in state.alert.reason_codes:
-                    by_reason[code] = by_reason.get(code, 0) + 1
-                severity = state.alert.severity
-                by_severity[severity] = by_severity.get(severity, 0) + 1
-                if account is not None and account.subscribed:
-                    mrr = account.mrr_cents / 100
-                    mrr_by_severity[severity] = mrr_by_severity.get(severity, 0.0) + mrr
+        tally = self.tally
         cap = self.engine.bounds.max_customers
         return StateSummary(
-            customers_tracked=tracked,
+            customers_tracked=sum(len(self.index.customers(p)) for p in owned),
             customers_limit=None if cap is None else cap * len(owned),
-            customers_at_risk=at_risk,
-            at_risk_by_reason=by_reason,
-            at_risk_by_severity=by_severity,
-            at_risk_mrr_by_severity=mrr_by_severity,
-            active_by_segment=active,
+            customers_at_risk=tally.at_risk,
+            at_risk_by_reason=tally.by_reason,
+            at_risk_by_severity=tally.by_severity,
+            at_risk_mrr_by_severity=tally.mrr_by_severity,
+            active_by_segment=tally.active,
             watermarks=self.clocks.watermarks(owned),
             wall_clock=time.time(),
             figures=self.figures,
+            refreshed_at=self.refreshed_at,
+            refresh_seconds=self.refresh_seconds,
         )
 
 

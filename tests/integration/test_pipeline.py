@@ -114,6 +114,7 @@ def check_worker_against_plan(
 ) -> None:
     worker.wait_for("churnwatch_events_processed_total", produced)
     worker.wait_for("churnwatch_heartbeats_total", 2 * worker_env.partitions)
+    processed_by = time.time()
 
     def all_opened(messages: list[object]) -> bool:
         opened = {m.key for m in messages if orjson.loads(m.value)["status"] == "opened"}
@@ -176,6 +177,9 @@ def check_worker_against_plan(
     assert churned == {c for c, p in planted.items() if p == "churn"}
 
     # The gauges tell the same story as the topics.
+    # The at-risk and active gauges are counted by the figures timer: wait for a count that
+    # began after the last event was processed.
+    worker.wait_for("churnwatch_state_refreshed_timestamp_seconds", processed_by, timeout=60)
     assert worker.total("churnwatch_events_processed_total") == produced
     assert worker.total("churnwatch_events_dead_lettered_total") == 0
     assert worker.total("churnwatch_customers_tracked") == 2000
