@@ -124,7 +124,9 @@ class TableStore:
         return len(self._index.customers(partition))
 
     def in_partition(self, partition: int) -> Iterator[CustomerState]:
-        for customer_id in self._index.customers(partition):
+        """Each record of the partition, decoded as it is read and not kept (unless changed).
+        The ids are copied first: a reader may delete customers while it goes."""
+        for customer_id in tuple(self._index.customers(partition)):
             state = self._held(customer_id)
             if state is None and customer_id not in self._deleted:
                 state = stored_customer(self._table, customer_id)
