@@ -356,104 +356,93 @@ class PartitionEngine:
         if clock.evaluated_day is None:
             clock.evaluated_day = today if clock.earliest is None else day_of(clock.earliest)
         for as_of_day in range(clock.evaluated_day + 1, today + 1):
-            self._evaluate_day(clock.partition, as_of_day, store, result)
-            clock.evaluated_day = as_of_day
-
-    def _evaluate_day(
-        self,
-        partition: int,
-        as_of_day: int,
-        store: CustomerStore,
-        result: BatchResult,
-    ) -> None:
-        """Everything a day does to a partition's customers, in passes over its records that
-        hold none of them (a store may decode each as it is read): a closing period's
-        figures; activity marks, expiry and each segment's engagement rates; then the rules
-        for the customers due, against the cutoffs those rates give."""
-        day_start = as_of_day * SECONDS_PER_DAY
-        period = period_of(day_start, self.granularity)
-        ended = period.previous() if period.start == day_start else None
-        if ended is not None:
-            figures = period_figures(
-                store.in_partition(partition), ended.start, ended.end, self.policy, self.segment_by
-            )
-            result.closed.append(ClosedPeriod(partition, ended, figures))
-        rates: dict[Labels, list[tuple[Labels, float]]] = {}
-        due: set[str] = set()
-        for state in store.in_partition(partition):
+            customers = list(store.in_partition(clock.partition))
             # Records ahead of the clock (see CustomerState.evaluated_day) were evaluated for
             # this day already, and its outputs sent; customers whose every event is later
             # did not exist yet. Both count in the day's figures and cutoffs (with nothing
             # before the day, they add nothing), but nothing is done to them.
-            if (
-                state.evaluated_day is None or state.evaluated_day < as_of_day
-            ) and state.known_before(day_start):
-                if ended is not None:
-                    self._fold_history(state, ended, store)
-                if self.bounds.retention_days is not None and self._expire(
-                    state, as_of_day, store, result
+            day_start = as_of_day * SECONDS_PER_DAY
+            due = [
+                s
+                for s in customers
+                if (s.evaluated_day is None or s.evaluated_day < as_of_day)
+                and s.known_before(day_start)
+            ]
+            period = period_of(day_start, self.granularity)
+            if period.start == day_start:
+                self._close_period(
+                    clock.partition, period.previous(), customers, due, store, result
+                )
+            if self.bounds.retention_days is not None:
+                expired = self._expire(due, as_of_day, store, result)
+                if expired:
+                    customers = [s for s in customers if s.customer_id not in expired]
+                    due = [s for s in due if s.customer_id not in expired]
+            labels = {
+                state.customer_id: self.segment_labels(state, as_of_day) for state in customers
+            }
+            cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
+            for state in due:
+                segment = labels[state.customer_id]
+                self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
+                state.evaluated_day = as_of_day  # written with the record's next change
+                if state.ring.size > self.ring_days and state.ring.fit(
+                    self.ring_days, as_of_day + 1 - self.window_days
                 ):
-                    continue
-                due.add(state.customer_id)
-            segment = self.segment_labels(state, as_of_day)
-            limits = self.thresholds_for(segment)
-            if limits.low_engagement_share > 0:
-                rate = engagement_rate(state, as_of_day, limits)
-                if rate is not None:
-                    rates.setdefault(segment, []).append((segment, rate))
-        cutoffs: dict[Labels, float] = {}
-        for segment, ranked in rates.items():
-            limits = self.thresholds_for(segment)
-            cutoffs |= low_engagement_cutoffs(
-                ranked, limits.low_engagement_share, limits.low_engagement_min_population
-            )
-        for state in store.in_partition(partition):
-            if state.customer_id not in due:
-                continue
-            segment = self.segment_labels(state, as_of_day)
-            self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
-            state.evaluated_day = as_of_day  # written with the record's next change
-            if state.ring.size > self.ring_days and state.ring.fit(
-                self.ring_days, as_of_day + 1 - self.window_days
-            ):
-                store.put(state)
-        result.cutoffs = cutoffs
+                    store.put(state)
+            clock.evaluated_day = as_of_day
+            result.cutoffs = cutoffs
 
-    def _fold_history(self, state: CustomerState, ended: Period, store: CustomerStore) -> None:
-        """Once a period's figures are final: keep a mark of activity at its end, and fold
-        the billing history the customer no longer needs.
+    def _close_period(
+        self,
+        partition: int,
+        ended: Period,
+        customers: list[CustomerState],
+        due: list[CustomerState],
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> None:
+        """Final figures of the period that just ended; then fold the history the `due`
+        customers no longer need (the others' records are past this day already).
 
         One period more is kept than the figures need: a crash can keep a batch's records
         without its clock, and the batch read again closes its periods again with records
         that hold its folds. Folding from the period before the one that ended keeps that
         exact for a lost batch that closed up to two periods (a known limit beyond).
         """
+        figures = period_figures(customers, ended.start, ended.end, self.policy, self.segment_by)
+        result.closed.append(ClosedPeriod(partition, ended, figures))
+        start_day = day_of(ended.end)
         keep_from = min(
             ended.previous().start,
             ended.end - (self.thresholds.downgrade_window_days + 1) * SECONDS_PER_DAY,
         )
-        marks = state.active_marks
-        state.mark_activity(day_of(ended.end), self.policy.activity_window_days)
-        compacted = state.billing is not None and state.billing.compact(keep_from)
-        if compacted or state.active_marks != marks:
-            store.put(state)
-
-    def _expire(
-        self, state: CustomerState, as_of_day: int, store: CustomerStore, result: BatchResult
-    ) -> bool:
-        """Forget a customer idle past the retention (after figures close); True if so."""
-        assert self.bounds.retention_days is not None
-        found = sweep([state], as_of_day, self.bounds.retention_days, self.alert_policy)
-        if not found.expired:
-            return False
-        store.delete(state)
-        result.expired.append(state.customer_id)
-        result.alerts.extend(found.alerts)
-        return True
+        for state in due:
+            marks = state.active_marks
+            state.mark_activity(start_day, self.policy.activity_window_days)
+            compacted = state.billing is not None and state.billing.compact(keep_from)
+            if compacted or state.active_marks != marks:
+                store.put(state)
 
     def _full(self, clock: PartitionClock, store: CustomerStore) -> bool:
         """The partition tracks as many customers as the cap allows: no new one fits."""
         return self.bounds.full(lambda: store.tracked(clock.partition))
+
+    def _expire(
+        self,
+        customers: list[CustomerState],
+        as_of_day: int,
+        store: CustomerStore,
+        result: BatchResult,
+    ) -> set[str]:
+        """Forget customers idle past the retention (after figures close); return their ids."""
+        assert self.bounds.retention_days is not None
+        found = sweep(customers, as_of_day, self.bounds.retention_days, self.alert_policy)
+        for state in found.expired:
+            store.delete(state)
+            result.expired.append(state.customer_id)
+        result.alerts.extend(found.alerts)
+        return {state.customer_id for state in found.expired}
 
     def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
         """The customer's segment attributes as of a day (() without billing)."""
@@ -461,6 +450,27 @@ class PartitionEngine:
             return ()
         account = state.billing.at(as_of_day * SECONDS_PER_DAY)
         return tuple(zip(self.segment_by, segment_of(account, self.segment_by), strict=True))
+
+    def _low_engagement_cutoffs(
+        self, customers: list[CustomerState], labels: Mapping[str, Labels], as_of_day: int
+    ) -> dict[Labels, float]:
+        """Each segment's bottom-share usage rate among this partition's subscribed customers."""
+        rates: dict[Labels, list[tuple[Labels, float]]] = {}
+        for state in customers:
+            segment = labels[state.customer_id]
+            limits = self.thresholds_for(segment)
+            if limits.low_engagement_share <= 0:
+                continue
+            rate = engagement_rate(state, as_of_day, limits)
+            if rate is not None:
+                rates.setdefault(segment, []).append((segment, rate))
+        cutoffs: dict[Labels, float] = {}
+        for segment, ranked in rates.items():
+            limits = self.thresholds_for(segment)
+            cutoffs |= low_engagement_cutoffs(
+                ranked, limits.low_engagement_share, limits.low_engagement_min_population
+            )
+        return cutoffs
 
     def assess(
         self,
