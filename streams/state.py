@@ -55,10 +55,15 @@ class PartitionIndex:
     def customers(self, partition: int) -> set[str]:
         members = self._members.get(partition)
         if members is None:
-            members = self._members[partition] = set()
-            for key, value in self._table.data.items():  # one pass indexes every partition
+            # One pass indexes every partition not indexed yet. An indexed one is left alone:
+            # the table can still hold a record its batch deleted (written at the batch's end).
+            found: dict[int, set[str]] = {}
+            for key, value in self._table.data.items():
                 if is_customer(value):
-                    self._members.setdefault(partition_of(value), set()).add(key)
+                    found.setdefault(partition_of(value), set()).add(key)
+            for indexed, keys in found.items():
+                self._members.setdefault(indexed, keys)
+            members = self._members.setdefault(partition, set())
         return members
 
     def add(self, state: CustomerState) -> None:

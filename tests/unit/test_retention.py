@@ -274,6 +274,23 @@ def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> Non
     assert table.changelog[-1] == (2, "b", encode_customer(back), "raw")
 
 
+def test_indexing_another_partition_does_not_bring_back_a_customer_deleted_in_the_batch() -> None:
+    table = FakeTable()
+    for customer_id in ("a", "b"):
+        table.data[customer_id] = encode_customer(CustomerState.new(customer_id, 2, START, RING))
+    index = PartitionIndex(table)
+    store = TableStore(table, index)
+    assert store.tracked(2) == 2
+    store.delete(decode_customer(table.data["a"]))  # still in the table until the flush
+
+    store.put(CustomerState.new("c", 3, START, RING))  # partition 3 indexed from the table now
+
+    assert store.tracked(2) == 1
+    store.flush()
+    assert index.customers(2) == {"b"}
+    assert index.customers(3) == {"c"}
+
+
 def test_refusals_are_logged_once_per_thousand_never_per_event() -> None:
     refusals = RefusalLog(every=1000)
     with capture_logs() as logs:
