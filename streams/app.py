@@ -13,7 +13,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from churnwatch.domain.alerts import AlertPolicy
-from churnwatch.domain.churn import UNKNOWN, ChurnPolicy, period_figures
+from churnwatch.domain.churn import ChurnPolicy, period_figures
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.partition import ClosedPeriod, PartitionEngine
@@ -31,8 +31,6 @@ from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, 
 from streams.state import ClockBook, PartitionIndex, stored_customer
 from streams.topics import CUSTOMERS_TABLE
 from streams.transport import App, seek
-
-UNKNOWN_SEGMENT = (UNKNOWN,)
 
 
 class FaustEmitter:
