@@ -247,12 +247,17 @@ class FakeTable:
         self.changelog.append((partition, key, value, value_serializer))
 
 
-def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> None:
+def store_of_a_and_b() -> tuple[FakeTable, PartitionIndex, TableStore]:
+    """Customers "a" and "b" of partition 2, encoded in the table as a worker holds them."""
     table = FakeTable()
     for customer_id in ("a", "b"):
         table.data[customer_id] = encode_customer(CustomerState.new(customer_id, 2, START, RING))
     index = PartitionIndex(table)
-    store = TableStore(table, index)
+    return table, index, TableStore(table, index)
+
+
+def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> None:
+    table, _, store = store_of_a_and_b()
     assert store.tracked(2) == 2
     store.delete(decode_customer(table.data["a"]))
     assert store.get("a") is None
@@ -275,11 +280,7 @@ def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> Non
 
 
 def test_indexing_another_partition_does_not_bring_back_a_customer_deleted_in_the_batch() -> None:
-    table = FakeTable()
-    for customer_id in ("a", "b"):
-        table.data[customer_id] = encode_customer(CustomerState.new(customer_id, 2, START, RING))
-    index = PartitionIndex(table)
-    store = TableStore(table, index)
+    table, index, store = store_of_a_and_b()
     assert store.tracked(2) == 2
     store.delete(decode_customer(table.data["a"]))  # still in the table until the flush
 
