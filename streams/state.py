@@ -88,6 +88,9 @@ class TableStore:
 
     Records the batch asks for by id are decoded once and kept until it ends; a partition's
     daily sweep (`in_partition`) decodes as it goes, and the batch keeps only what changed.
+    A sweep first encodes what earlier ones changed (`_encoded`, decoded again if asked for):
+    a batch that closes a day on every partition then holds one partition's records decoded
+    (~3 KB each), not every record the days changed.
 
     A deleted customer (expired) is removed from the table and the index, and its changelog
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
@@ -98,6 +101,7 @@ class TableStore:
         self._index = index
         self._read: dict[str, CustomerState] = {}  # decoded this batch, unchanged so far
         self._dirty: dict[str, CustomerState] = {}
+        self._encoded: dict[str, bytes] = {}  # changed this batch, set aside by a sweep
         self._deleted: dict[str, int] = {}  # customer id -> partition
 
     def get(self, customer_id: str) -> CustomerState | None:
@@ -111,17 +115,23 @@ class TableStore:
     def _held(self, customer_id: str) -> CustomerState | None:
         """The batch's own copy of the record, if it has one."""
         state = self._dirty.get(customer_id)
-        return self._read.get(customer_id) if state is None else state
+        if state is None:
+            state = self._read.get(customer_id)
+        if state is None and customer_id in self._encoded:
+            state = self._dirty[customer_id] = decode_customer(self._encoded.pop(customer_id))
+        return state
 
     def put(self, state: CustomerState) -> None:
         if state.customer_id not in self._dirty:
             self._deleted.pop(state.customer_id, None)
+            self._encoded.pop(state.customer_id, None)
             self._dirty[state.customer_id] = state
             self._index.add(state)
 
     def delete(self, state: CustomerState) -> None:
         self._dirty.pop(state.customer_id, None)
         self._read.pop(state.customer_id, None)
+        self._encoded.pop(state.customer_id, None)
         self._deleted[state.customer_id] = state.partition
         self._index.discard(state)
 
@@ -131,12 +141,24 @@ class TableStore:
     def in_partition(self, partition: int) -> Iterator[CustomerState]:
         """Each record of the partition, decoded as it is read and not kept (unless changed).
         The ids are copied first: a reader may delete customers while it goes."""
+        self._set_aside()
         for customer_id in tuple(self._index.customers(partition)):
             state = self._held(customer_id)
             if state is None and customer_id not in self._deleted:
                 state = stored_customer(self._table, customer_id)
             if state is not None:
                 yield state
+
+    def _set_aside(self) -> None:
+        """Encode the changed records: the engine fetches a record again after a sweep."""
+        for customer_id, state in self._dirty.items():
+            self._encoded[customer_id] = encode_customer(state)
+            self._read.pop(customer_id, None)
+        self._dirty.clear()
+
+    def _write(self, partition: int, customer_id: str, encoded: bytes) -> None:
+        put_in_partition(self._table, partition, customer_id, encoded)
+        self._table.send_changelog(partition, customer_id, encoded, value_serializer="raw")
 
     def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""
@@ -145,14 +167,12 @@ class TableStore:
             if customer_id in data:
                 del data[customer_id]
             self._table.send_changelog(partition, customer_id, None, value_serializer="raw")
+        for customer_id, encoded in self._encoded.items():
+            self._write(partition_of(encoded), customer_id, encoded)
         for customer_id, state in self._dirty.items():
-            encoded = encode_customer(state)
-            put_in_partition(self._table, state.partition, customer_id, encoded)
-            self._table.send_changelog(
-                state.partition, customer_id, encoded, value_serializer="raw"
-            )
-        written = len(self._dirty) + len(self._deleted)
-        self._read, self._dirty, self._deleted = {}, {}, {}
+            self._write(state.partition, customer_id, encode_customer(state))
+        written = len(self._encoded) + len(self._dirty) + len(self._deleted)
+        self._read, self._dirty, self._encoded, self._deleted = {}, {}, {}, {}
         return written
 
 

@@ -53,7 +53,9 @@ class CustomerStore(Protocol):
     def put(self, state: CustomerState) -> None:
         """Record a changed customer: written once at the end of the batch."""
 
-    def in_partition(self, partition: int) -> Iterable[CustomerState]: ...
+    def in_partition(self, partition: int) -> Iterable[CustomerState]:
+        """Every record of the partition. A record got before is got again after: a store
+        may set aside (encode) what the batch changed when a sweep starts."""
 
     def tracked(self, partition: int) -> int:
         """How many customers the partition holds (for the cap; only asked when one is set)."""

@@ -292,6 +292,32 @@ def test_indexing_another_partition_does_not_bring_back_a_customer_deleted_in_th
     assert index.customers(3) == {"c"}
 
 
+def test_a_sweep_sets_aside_what_the_batch_changed_and_keeps_every_change() -> None:
+    """A sweep encodes the records changed before it (a batch closing a day on every partition
+    must not hold them all decoded); they come back with their changes and are written once."""
+    table, _, store = store_of_a_and_b()
+    changed = store.get("a")
+    assert changed is not None
+    changed.events = 7
+    store.put(changed)
+
+    swept = {s.customer_id: s for s in store.in_partition(2)}
+
+    assert swept["a"] is not changed  # decoded again from what was set aside
+    assert swept["a"].events == 7
+    swept["a"].last_seen = START + DAY
+    store.put(swept["a"])
+    store.put(CustomerState.new("c", 3, START, RING))
+    assert next(iter(store.in_partition(3))).customer_id == "c"  # sets "a" aside again
+    again = store.get("a")
+    assert again is not None
+    assert (again.events, again.last_seen) == (7, START + DAY)
+    assert store.flush() == 2
+    assert sorted((p, key) for p, key, _, _ in table.changelog) == [(2, "a"), (3, "c")]
+    written = decode_customer(table.data["a"])
+    assert (written.events, written.last_seen) == (7, START + DAY)
+
+
 def test_refusals_are_logged_once_per_thousand_never_per_event() -> None:
     refusals = RefusalLog(every=1000)
     with capture_logs() as logs:
