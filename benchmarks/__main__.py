@@ -1,9 +1,10 @@
 """`python -m benchmarks`: churnwatch against the limit and its peer, on one embedded broker.
 
 Pre-produces a fixed workload, then runs each contender alone from offset 0 with a fresh group:
-the raw aiokafka limit (fetch only; fetch + decode + dict update), Quix Streams, and a real
-churnwatch worker; then measures latency on the caught-up worker under a steady live rate.
-Writes `<stamp>.json` and `<stamp>.md` (and `latest.*`) to the output directory.
+the raw aiokafka limit (fetch only; fetch + decode + dict update), Quix Streams, Faust's floor
+(the worker's Faust setup doing only the dict update), and a real churnwatch worker; then
+measures latency on the caught-up worker under a steady live rate. Writes `<stamp>.json` and
+`<stamp>.md` (and `latest.*`) to the output directory.
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ def run_phases(run: Run, selected: set[str]) -> tuple[dict[str, dict[str, Any]],
     attempt("fetch", lambda: run_consumer(run, "fetch"))
     attempt("decode_update", lambda: run_consumer(run, "decode_update"))
     attempt("quix", lambda: run_quix(run))
+    attempt("faust_take", lambda: run_faust_floor(run, "take"))
+    attempt("faust_changelog", lambda: run_faust_floor(run, "changelog"))
     live: dict[str, Any] = {"status": "skipped"}
     if selected & {"churnwatch", "latency"}:
         live = run_main_worker(run, selected, contenders, attempt)
@@ -285,6 +288,21 @@ def run_consumer(run: Run, mode: str) -> dict[str, Any]:
          "--topic", run.messages().topic, "--group", f"bench-{mode}-{run.run_id}",
          "--messages", str(run.messages().messages)],
         log_path=run.workdir / f"{mode}.log",
+        timeout=run.timeout,
+        cwd=REPO_ROOT,
+        broker_running=run.broker_running,
+    )  # fmt: skip
+    return window.result(run.workload.events)
+
+
+def run_faust_floor(run: Run, mode: str) -> dict[str, Any]:
+    """Faust with the worker's settings and nothing of churnwatch: what Faust itself costs."""
+    datadir = run.workdir / f"faust-{mode}"
+    window = run_contender(
+        [sys.executable, "-m", "benchmarks.faust_floor", mode, "--bootstrap", run.bootstrap,
+         "--topic", run.messages().topic, "--group", f"bench-faust-{mode}-{run.run_id}",
+         "--messages", str(run.messages().messages), "--datadir", str(datadir)],
+        log_path=run.workdir / f"faust-{mode}.log",
         timeout=run.timeout,
         cwd=REPO_ROOT,
         broker_running=run.broker_running,

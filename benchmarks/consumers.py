@@ -22,20 +22,22 @@ MODES = ("fetch", "decode_update")
 BATCH = 5000  # records per getmany: enough to make its own cost vanish
 
 
-def fold(state: dict[str, list[Any]], value: bytes) -> None:
-    """Apply one usage event to its customer's entry; control messages carry no customer."""
+def fold(state: dict[str, list[Any]], value: bytes) -> str | None:
+    """Apply one usage event to its customer's entry; return the customer (None for a
+    control message, which carries none)."""
     event = orjson.loads(value)
-    customer = event.get("customer_id")
+    customer: str | None = event.get("customer_id")
     if customer is None:
-        return
+        return None
     entry = state.get(customer)
     if entry is None:
         state[customer] = [1, event["quantity"], event["occurred_at"]]
-        return
+        return customer
     entry[0] += 1
     entry[1] += event["quantity"]
     if event["occurred_at"] > entry[2]:
         entry[2] = event["occurred_at"]
+    return customer
 
 
 async def consume(mode: str, bootstrap: str, topic: str, group: str, messages: int) -> None:

@@ -26,6 +26,8 @@ CONTENDERS: dict[str, str] = {
     "fetch": "aiokafka consumer, fetch only",
     "decode_update": "aiokafka + orjson + dict per customer",
     "quix": "Quix Streams app, stateful per-customer update (RocksDB, changelog)",
+    "faust_take": "Faust as the worker sets it up, batches + orjson + dict per customer",
+    "faust_changelog": "the same + one table write and changelog record per customer per batch",
     "churnwatch": "churnwatch worker: agents, validation, state, rules, changelog, metrics",
     "churnwatch_live_shaped": "the same worker on the live-shaped workload, single events",
     "churnwatch_envelopes": "the same worker on the live-shaped workload, envelopes of <= 50",

@@ -1,0 +1,98 @@
+"""Faust's floor: the worker's Faust setup with nothing of churnwatch in it.
+
+Where Faust itself caps the speed, this shows it: the same app settings, transport and batch
+agent (`stream.take_events`) as `churnwatch worker`, with the limit's plain per-customer dict
+update (benchmarks/consumers.py) as the only work. Two modes, run as contenders:
+- `take`: fetch, batch, decode and update the dict; Faust acks every event after the batch.
+- `changelog`: also writes each customer the batch changed once to a table's `data` and sends
+  its changelog record (`send_changelog`, to the source partition), as churnwatch's
+  TableStore does, so Faust's producer path is counted too.
+What churnwatch adds on top (validation, dedupe, rules, outputs, metrics) is the difference
+to its own row on the same workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import faust
+import orjson
+
+from benchmarks.consumers import fold
+from benchmarks.handshake import report_done, report_first
+from config.settings import load_settings
+from streams.transport import App
+
+MODES = ("take", "changelog")
+
+
+def make_app(
+    mode: str, bootstrap: str, topic: str, app_id: str, messages: int, datadir: str
+) -> faust.App:
+    """The worker's Faust settings (streams/app.py), one agent, no churnwatch code."""
+    settings = load_settings()
+    app = App(
+        app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=datadir,
+        topic_partitions=4,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.005,
+        broker_max_poll_records=settings.batch_max_events,
+        stream_buffer_maxsize=max(32_768, 2 * settings.batch_max_events),
+        stream_wait_empty=False,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    table = app.Table("floor", partitions=4, value_serializer="raw")
+    state: dict[str, list[Any]] = {}
+    seen = [0]
+
+    @app.agent(source, name="floor")
+    async def floor(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.batch_max_events, within=settings.batch_within_seconds
+        ):
+            changed: dict[str, int] = {}
+            for event in events:
+                message = event.message
+                customer = fold(state, message.value)
+                if customer is not None:
+                    changed[customer] = message.partition
+            if mode == "changelog":
+                for customer, partition in changed.items():
+                    value = orjson.dumps(state[customer])
+                    table.data[customer] = value
+                    table.send_changelog(partition, customer, value, value_serializer="raw")
+            if not seen[0]:
+                report_first(len(events))
+            seen[0] += len(events)
+            if seen[0] >= messages:
+                report_done(seen[0])  # returns once the harness has sampled this process
+                os._exit(0)  # measured; nothing of this run is kept
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.faust_floor", description=__doc__)
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True, help="the Faust app id (its consumer group)")
+    parser.add_argument("--messages", type=int, required=True, help="stop after this many")
+    parser.add_argument("--datadir", required=True, help="Faust's data directory")
+    args = parser.parse_args(argv)
+    app = make_app(args.mode, args.bootstrap, args.topic, args.group, args.messages, args.datadir)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
