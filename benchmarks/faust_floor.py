@@ -23,6 +23,7 @@ import orjson
 from benchmarks.consumers import fold
 from benchmarks.handshake import report_done, report_first
 from config.settings import load_settings
+from streams.app import _table
 from streams.transport import App
 
 MODES = ("take", "changelog")
@@ -50,7 +51,7 @@ def make_app(
         broker_heartbeat_interval=1.0,
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
-    table = app.Table("floor", partitions=4, value_serializer="raw")
+    table = _table(app, "floor", "raw", 4)  # the worker's table setup: raw keys, acks=all
     state: dict[str, list[Any]] = {}
     seen = [0]
 
@@ -71,6 +72,7 @@ def make_app(
                     table.data[customer] = value
                     table.send_changelog(partition, customer, value, value_serializer="raw")
             if not seen[0]:
+                print(flush=True)  # Faust's worker leaves a cursor escape without a newline
                 report_first(len(events))
             seen[0] += len(events)
             if seen[0] >= messages:
