@@ -38,7 +38,7 @@ from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
 from streams.capacity import RefusalLog
 from streams.deadletters import dead_letter_headers
-from streams.state import ClockBook, PartitionIndex, TableStore
+from streams.state import ClockBook, PartitionIndex, TableChangelog, TableStore
 
 log = structlog.get_logger(__name__)
 
@@ -180,9 +180,11 @@ class IngestBatch:
         wall_clock: Callable[[], float] = time.time,
         uncommittable: Callable[[Message], None] = lambda message: None,
         rewinder: Rewinder | None = None,
+        changelog: TableChangelog | None = None,
     ) -> None:
         self._engine = engine
         self._customers = customers
+        self._changelog = TableChangelog(customers) if changelog is None else changelog
         self._clocks = clocks
         self._index = index
         self._limits = limits
@@ -255,7 +257,7 @@ class IngestBatch:
                 else:
                     processed[message.topic] += 1
 
-        store = TableStore(self._customers, self._index)
+        store = TableStore(self._customers, self._index, self._changelog)
         clocks: list[PartitionClock] = []
         for partition, read in next_offsets.items():
             clock = self._clocks.get(partition)
@@ -330,7 +332,7 @@ class IngestBatch:
 
     async def advance(self, partitions: set[int], to_time: float) -> None:
         """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""
-        store = TableStore(self._customers, self._index)
+        store = TableStore(self._customers, self._index, self._changelog)
         clocks: list[PartitionClock] = []
         now = self._wall_clock()
         for partition in partitions:
@@ -356,14 +358,16 @@ class IngestBatch:
         A crash can persist some of a batch's records without its clock; the next owner
         then reads the batch again but skips what those records already hold, alerts and
         health included (`CustomerState.evaluated_day`), so the outputs must be on the
-        broker before any record. Records and clocks go with no await between: a rebalance
-        that flushes the producer mid-batch must never persist a clock ahead of the records
-        it counted (the next owner would then call the batch's events late).
+        broker before any record. Clocks are sent after every record of the batch, to the
+        same changelog partitions: a rebalance that flushes the producer while the records
+        go out (sending one can wait for the producer's buffer) persists some records
+        without their clock, the case above, never a clock ahead of the records it counted
+        (the next owner would then call the batch's events late).
         """
         if self._unflushed:
             await self._emitter.flush()
             self._unflushed = False
-        store.flush()
+        await store.flush()
         for clock in clocks:
             self._clocks.save(clock)
 

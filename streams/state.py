@@ -9,6 +9,7 @@ Customer records are held encoded (streams/codecs.py): the working set decodes w
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +44,51 @@ def put_in_partition(table: Any, partition: int, key: str, value: Any) -> None:
         table.data[key] = value
     finally:
         _current_event.reset(token)
+
+
+class TableChangelog:
+    """Sends a table's changelog records the way Faust does (`send_changelog`).
+
+    Each record is queued as a future message that a background task publishes one at a
+    time. Used under Kafka transactions, where Faust picks the transaction's producer, and
+    wherever no producer runs (agent tests, the in-process benchmark).
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    async def send(self, partition: int, key: str, value: bytes | None) -> None:
+        self._table.send_changelog(partition, key, value, value_serializer="raw")
+
+
+class ProducerChangelog(TableChangelog):
+    """Sends a table's changelog records straight to Faust's producer.
+
+    Faust's queued path costs ~100 µs per record here (`make bench`: faust_changelog against
+    faust_take), most of what a single event costs; the producer takes a record in ~15 µs.
+    Records are encoded as the table would (raw keys and values), and a sent record moves the
+    store's persisted offset as Faust's callback does (RocksDB restores from there).
+    """
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table)
+        self._app = table.app
+        self._topic = table.changelog_topic.get_topic_name()
+
+    async def send(self, partition: int, key: str, value: bytes | None) -> None:
+        if self._app.in_transaction:
+            await super().send(partition, key, value)
+            return
+        sent = await self._app.producer.send(
+            self._topic, key.encode(), value, partition, None, None
+        )
+        sent.add_done_callback(self._on_sent)
+
+    def _on_sent(self, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            return  # the producer logs it; Faust's commit flushes and sees it too
+        metadata = sent.result()
+        self._table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
 
 class PartitionIndex:
@@ -96,9 +142,12 @@ class TableStore:
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
     """
 
-    def __init__(self, table: Any, index: PartitionIndex) -> None:
+    def __init__(
+        self, table: Any, index: PartitionIndex, changelog: TableChangelog | None = None
+    ) -> None:
         self._table = table
         self._index = index
+        self._changelog = TableChangelog(table) if changelog is None else changelog
         self._read: dict[str, CustomerState] = {}  # decoded this batch, unchanged so far
         self._dirty: dict[str, CustomerState] = {}
         self._encoded: dict[str, bytes] = {}  # changed this batch, set aside by a sweep
@@ -156,21 +205,22 @@ class TableStore:
             self._read.pop(customer_id, None)
         self._dirty.clear()
 
-    def _write(self, partition: int, customer_id: str, encoded: bytes) -> None:
-        put_in_partition(self._table, partition, customer_id, encoded)
-        self._table.send_changelog(partition, customer_id, encoded, value_serializer="raw")
-
-    def flush(self) -> int:
+    async def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""
         data = self._table.data
+        send = self._changelog.send
         for customer_id, partition in self._deleted.items():
             if customer_id in data:
                 del data[customer_id]
-            self._table.send_changelog(partition, customer_id, None, value_serializer="raw")
+            await send(partition, customer_id, None)
         for customer_id, encoded in self._encoded.items():
-            self._write(partition_of(encoded), customer_id, encoded)
+            partition = partition_of(encoded)
+            put_in_partition(self._table, partition, customer_id, encoded)
+            await send(partition, customer_id, encoded)
         for customer_id, state in self._dirty.items():
-            self._write(state.partition, customer_id, encode_customer(state))
+            encoded = encode_customer(state)
+            put_in_partition(self._table, state.partition, customer_id, encoded)
+            await send(state.partition, customer_id, encoded)
         written = len(self._encoded) + len(self._dirty) + len(self._deleted)
         self._read, self._dirty, self._encoded, self._deleted = {}, {}, {}, {}
         return written

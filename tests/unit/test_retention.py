@@ -263,7 +263,7 @@ def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> Non
     assert store.get("a") is None
     assert store.tracked(2) == 1
     assert [s.customer_id for s in store.in_partition(2)] == ["b"]
-    store.flush()
+    asyncio.run(store.flush())
     assert "a" not in table.data
     assert table.changelog == [(2, "a", None, "raw")]
     # Deleted, then back within one batch: written, not tombstoned.
@@ -274,7 +274,7 @@ def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> Non
     store.put(back)
     assert store.get("b") is back
     assert store.tracked(2) == 1
-    store.flush()
+    asyncio.run(store.flush())
     assert table.data["b"] == encode_customer(back)
     assert table.changelog[-1] == (2, "b", encode_customer(back), "raw")
 
@@ -287,7 +287,7 @@ def test_indexing_another_partition_does_not_bring_back_a_customer_deleted_in_th
     store.put(CustomerState.new("c", 3, START, RING))  # partition 3 indexed from the table now
 
     assert store.tracked(2) == 1
-    store.flush()
+    asyncio.run(store.flush())
     assert index.customers(2) == {"b"}
     assert index.customers(3) == {"c"}
 
@@ -312,7 +312,7 @@ def test_a_sweep_sets_aside_what_the_batch_changed_and_keeps_every_change() -> N
     again = store.get("a")
     assert again is not None
     assert (again.events, again.last_seen) == (7, START + DAY)
-    assert store.flush() == 2
+    assert asyncio.run(store.flush()) == 2
     assert sorted((p, key) for p, key, _, _ in table.changelog) == [(2, "a"), (3, "c")]
     written = decode_customer(table.data["a"])
     assert (written.events, written.last_seen) == (7, START + DAY)

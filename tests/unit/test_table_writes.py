@@ -1,12 +1,16 @@
-"""Batch writes name their partition to the table store (Faust's RocksDB store needs it)."""
+"""Batch writes: they name their partition to the table store (Faust's RocksDB store needs it),
+and their changelog records go straight to the producer."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.streams import current_event
 
-from streams.state import put_in_partition
+from streams.state import ProducerChangelog, put_in_partition
 
 
 class RecordingData(dict[str, Any]):
@@ -37,3 +41,77 @@ def test_a_batch_write_tells_the_store_its_partition_and_leaves_no_event_behind(
     assert table.data == {"c-1": "state", "c-2": "other"}
     assert table.data.partitions == [3, 0]
     assert current_event() is None
+
+
+TOPIC = "cw-customers-changelog"
+
+
+class Producer:
+    """Records sends; each returns a future the test completes as the broker would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int, *_: Any
+    ) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+class Store(dict[str, Any]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: dict[Any, int] = {}
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+class ChangelogTable:
+    """What ProducerChangelog uses of a Faust table and its app."""
+
+    def __init__(self, in_transaction: bool) -> None:
+        self.app = SimpleNamespace(producer=Producer(), in_transaction=in_transaction)
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: TOPIC)
+        self.data = Store()
+        self.queued: list[tuple[int, str, Any, Any]] = []
+
+    def send_changelog(
+        self, partition: int, key: str, value: Any, value_serializer: Any = None
+    ) -> None:
+        self.queued.append((partition, key, value, value_serializer))
+
+
+def test_changelog_records_go_straight_to_the_producer_and_move_the_persisted_offset() -> None:
+    table = ChangelogTable(in_transaction=False)
+    changelog = ProducerChangelog(table)
+
+    async def send_and_deliver() -> None:
+        await changelog.send(3, "c-1", b'{"v":1}')
+        await changelog.send(0, "c-2", None)
+        delivered = TopicPartition(TOPIC, 3)
+        table.app.producer.futures[0].set_result(RecordMetadata(TOPIC, 3, delivered, 41, -1, 0, -1))
+        table.app.producer.futures[1].set_exception(RuntimeError("broker gone"))
+        await asyncio.sleep(0)  # done callbacks run
+
+    asyncio.run(send_and_deliver())
+
+    assert table.app.producer.sent == [
+        (TOPIC, b"c-1", b'{"v":1}', 3),
+        (TOPIC, b"c-2", None, 0),
+    ]
+    assert table.data.persisted == {TopicPartition(TOPIC, 3): 41}  # not the failed one
+    assert table.queued == []
+
+
+def test_in_a_transaction_changelog_records_go_the_way_faust_sends_them() -> None:
+    table = ChangelogTable(in_transaction=True)
+
+    asyncio.run(ProducerChangelog(table).send(2, "c-1", b"{}"))
+
+    assert table.queued == [(2, "c-1", b"{}", "raw")]
+    assert table.app.producer.sent == []
