@@ -5,8 +5,8 @@ agent (`stream.take_events`) as `churnwatch worker`, with the limit's plain per-
 update (benchmarks/consumers.py) as the only work. Two modes, run as contenders:
 - `take`: fetch, batch, decode and update the dict; Faust acks every event after the batch.
 - `changelog`: also writes each customer the batch changed once to a table's `data` and sends
-  its changelog record (`send_changelog`, to the source partition), as churnwatch's
-  TableStore does, so Faust's producer path is counted too.
+  its changelog record with Faust's own `send_changelog` (to the source partition), as
+  churnwatch did before it sent its records straight to the producer (`ProducerChangelog`).
 What churnwatch adds on top (validation, dedupe, rules, outputs, metrics) is the difference
 to its own row on the same workload.
 """

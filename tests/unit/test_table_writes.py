@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.streams import current_event
+from structlog.testing import capture_logs
 
 from streams.state import ProducerChangelog, put_in_partition
 
@@ -98,7 +99,8 @@ def test_changelog_records_go_straight_to_the_producer_and_move_the_persisted_of
         table.app.producer.futures[1].set_exception(RuntimeError("broker gone"))
         await asyncio.sleep(0)  # done callbacks run
 
-    asyncio.run(send_and_deliver())
+    with capture_logs() as logs:
+        asyncio.run(send_and_deliver())
 
     assert table.app.producer.sent == [
         (TOPIC, b"c-1", b'{"v":1}', 3),
@@ -106,6 +108,9 @@ def test_changelog_records_go_straight_to_the_producer_and_move_the_persisted_of
     ]
     assert table.data.persisted == {TopicPartition(TOPIC, 3): 41}  # not the failed one
     assert table.queued == []
+    assert [(line["event"], line["error"]) for line in logs] == [
+        ("changelog_send_failed", "RuntimeError('broker gone')")
+    ]
 
 
 def test_in_a_transaction_changelog_records_go_the_way_faust_sends_them() -> None:
