@@ -283,26 +283,23 @@ def run_shape(run: Run, name: str, envelope_size: int) -> dict[str, Any]:
 
 
 def run_consumer(run: Run, mode: str) -> dict[str, Any]:
-    window = run_contender(
-        [sys.executable, "-m", "benchmarks.consumers", mode, "--bootstrap", run.bootstrap,
-         "--topic", run.messages().topic, "--group", f"bench-{mode}-{run.run_id}",
-         "--messages", str(run.messages().messages)],
-        log_path=run.workdir / f"{mode}.log",
-        timeout=run.timeout,
-        cwd=REPO_ROOT,
-        broker_running=run.broker_running,
-    )  # fmt: skip
-    return window.result(run.workload.events)
+    return run_module(run, "benchmarks.consumers", mode)
 
 
 def run_faust_floor(run: Run, mode: str) -> dict[str, Any]:
     """Faust with the worker's settings and nothing of churnwatch: what Faust itself costs."""
     datadir = run.workdir / f"faust-{mode}"
+    return run_module(run, "benchmarks.faust_floor", mode, "--datadir", str(datadir))
+
+
+def run_module(run: Run, module: str, mode: str, *extra: str) -> dict[str, Any]:
+    """A contender that is a module of this package, reading the fixed workload's topic."""
+    name = module.rsplit(".", 1)[-1]
     window = run_contender(
-        [sys.executable, "-m", "benchmarks.faust_floor", mode, "--bootstrap", run.bootstrap,
-         "--topic", run.messages().topic, "--group", f"bench-faust-{mode}-{run.run_id}",
-         "--messages", str(run.messages().messages), "--datadir", str(datadir)],
-        log_path=run.workdir / f"faust-{mode}.log",
+        [sys.executable, "-m", module, mode, "--bootstrap", run.bootstrap,
+         "--topic", run.messages().topic, "--group", f"bench-{name}-{mode}-{run.run_id}",
+         "--messages", str(run.messages().messages), *extra],
+        log_path=run.workdir / f"{name}-{mode}.log",
         timeout=run.timeout,
         cwd=REPO_ROOT,
         broker_running=run.broker_running,

@@ -23,7 +23,7 @@ import orjson
 from benchmarks.consumers import fold
 from benchmarks.handshake import report_done, report_first
 from config.settings import load_settings
-from streams.app import _table
+from streams.app import _table, stream_settings
 from streams.transport import App
 
 MODES = ("take", "changelog")
@@ -36,19 +36,12 @@ def make_app(
     settings = load_settings()
     app = App(
         app_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=f"kafka://{bootstrap}",
         store="memory://",
         datadir=datadir,
         topic_partitions=4,
         web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        producer_linger=0.005,
-        broker_max_poll_records=settings.batch_max_events,
-        stream_buffer_maxsize=max(32_768, 2 * settings.batch_max_events),
-        stream_wait_empty=False,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        **stream_settings(settings),
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     table = _table(app, "floor", "raw", 4)  # the worker's table setup: raw keys, acks=all

@@ -284,6 +284,24 @@ def partition_engine(settings: Settings) -> PartitionEngine:
     )
 
 
+def stream_settings(settings: Settings) -> dict[str, Any]:
+    """The Faust settings that decide how fast the worker consumes (and the benchmark's
+    Faust floor, benchmarks/faust_floor.py, runs with the same)."""
+    return {
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_linger": 0.005,
+        "broker_max_poll_records": settings.batch_max_events,
+        "stream_buffer_maxsize": max(32_768, 2 * settings.batch_max_events),
+        # Not waiting for streams on revoke: tried (Faust's default) and measured no better on
+        # the two-worker test, and it would tie every hand-over to the alert sink's and the
+        # notifier's retries (a database or webhook outage would stall the whole group).
+        "stream_wait_empty": False,
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+    }
+
+
 def create_worker(
     settings: Settings,
     registry: CollectorRegistry | None = None,
@@ -306,7 +324,6 @@ def create_worker(
         PlatformCollector(registry=registry)
     app = App(
         settings.app_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings.kafka),
         store=settings.store,
@@ -316,17 +333,8 @@ def create_worker(
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host=settings.web_host,
-        consumer_auto_offset_reset="earliest",
-        producer_linger=0.005,
-        broker_max_poll_records=settings.batch_max_events,
-        stream_buffer_maxsize=max(32_768, 2 * settings.batch_max_events),
-        # Not waiting for streams on revoke: tried (Faust's default) and measured no better on
-        # the two-worker test, and it would tie every hand-over to the alert sink's and the
-        # notifier's retries (a database or webhook outage would stall the whole group).
-        stream_wait_empty=False,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
         PartitionAssignor=CopartitionedAssignor,
+        **stream_settings(settings),
     )
     input_topics = app.topic(
         settings.topics.usage,
