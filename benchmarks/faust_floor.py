@@ -46,10 +46,11 @@ def make_app(
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     table = _table(app, "floor", "raw", 4)  # the worker's table setup: raw keys, acks=all
     state: dict[str, list[Any]] = {}
-    seen = [0]
+    seen = 0
 
     @app.agent(source, name="floor")
     async def floor(stream: Any) -> None:
+        nonlocal seen
         async for events in stream.take_events(
             settings.batch_max_events, within=settings.batch_within_seconds
         ):
@@ -64,12 +65,12 @@ def make_app(
                     value = orjson.dumps(state[customer])
                     table.data[customer] = value
                     table.send_changelog(partition, customer, value, value_serializer="raw")
-            if not seen[0]:
+            if not seen:
                 print(flush=True)  # Faust's worker leaves a cursor escape without a newline
                 report_first(len(events))
-            seen[0] += len(events)
-            if seen[0] >= messages:
-                report_done(seen[0])  # returns once the harness has sampled this process
+            seen += len(events)
+            if seen >= messages:
+                report_done(seen)  # returns once the harness has sampled this process
                 os._exit(0)  # measured; nothing of this run is kept
 
     return app

@@ -149,12 +149,10 @@ class TableStore:
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
     """
 
-    def __init__(
-        self, table: Any, index: PartitionIndex, changelog: TableChangelog | None = None
-    ) -> None:
+    def __init__(self, table: Any, index: PartitionIndex, changelog: TableChangelog) -> None:
         self._table = table
         self._index = index
-        self._changelog = TableChangelog(table) if changelog is None else changelog
+        self._changelog = changelog
         self._read: dict[str, CustomerState] = {}  # decoded this batch, unchanged so far
         self._dirty: dict[str, CustomerState] = {}
         self._encoded: dict[str, bytes] = {}  # changed this batch, set aside by a sweep
@@ -215,22 +213,21 @@ class TableStore:
     async def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""
         data = self._table.data
-        send = self._changelog.send
         for customer_id, partition in self._deleted.items():
             if customer_id in data:
                 del data[customer_id]
-            await send(partition, customer_id, None)
+            await self._changelog.send(partition, customer_id, None)
         for customer_id, encoded in self._encoded.items():
-            partition = partition_of(encoded)
-            put_in_partition(self._table, partition, customer_id, encoded)
-            await send(partition, customer_id, encoded)
+            await self._write(partition_of(encoded), customer_id, encoded)
         for customer_id, state in self._dirty.items():
-            encoded = encode_customer(state)
-            put_in_partition(self._table, state.partition, customer_id, encoded)
-            await send(state.partition, customer_id, encoded)
+            await self._write(state.partition, customer_id, encode_customer(state))
         written = len(self._encoded) + len(self._dirty) + len(self._deleted)
         self._read, self._dirty, self._encoded, self._deleted = {}, {}, {}, {}
         return written
+
+    async def _write(self, partition: int, customer_id: str, encoded: bytes) -> None:
+        put_in_partition(self._table, partition, customer_id, encoded)
+        await self._changelog.send(partition, customer_id, encoded)
 
 
 CLOCK_KEY_PREFIX = "\x00clock/"  # no customer id starts with NUL (events.py refuses it)

@@ -32,7 +32,7 @@ from streams.app import MemoryPeriodSink, Worker, create_worker
 from streams.capacity import RefusalLog
 from streams.codecs import decode_customer, encode_customer, is_customer
 from streams.ingest import NoBacklog, NoRewind
-from streams.state import PartitionIndex, TableStore
+from streams.state import PartitionIndex, TableChangelog, TableStore
 from tests.unit.test_usage_agent import ListEmitter, drain, sample_sum
 
 DAY = 86_400.0
@@ -253,7 +253,7 @@ def store_of_a_and_b() -> tuple[FakeTable, PartitionIndex, TableStore]:
     for customer_id in ("a", "b"):
         table.data[customer_id] = encode_customer(CustomerState.new(customer_id, 2, START, RING))
     index = PartitionIndex(table)
-    return table, index, TableStore(table, index)
+    return table, index, TableStore(table, index, TableChangelog(table))
 
 
 def test_table_store_deletes_with_a_tombstone_and_drops_the_index_entry() -> None:
