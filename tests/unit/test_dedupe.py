@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.dedupe import RecentIds
+from churnwatch.domain.dedupe import RecentIds, digest
 from tests.unit.test_usage_agent import START, ListEmitter, Msg, plain_worker, sample_sum, usage
 
 HOUR = 3600.0
@@ -55,7 +56,31 @@ def test_the_cap_bounds_memory_and_forgets_the_oldest_first(cap: int, count: int
 
 @given(st.dictionaries(st.binary(min_size=8, max_size=8), st.integers(0, 2**40)))
 def test_recent_ids_survive_the_changelog_codec(seen: dict[bytes, int]) -> None:
-    assert RecentIds.from_plain(RecentIds(seen).to_plain())._seen == seen
+    written = RecentIds(seen).to_plain()
+    restored = RecentIds.from_plain(written)
+    assert len(restored) == len(seen)
+    assert restored.to_plain() == written  # read and not admitted to: written back as read
+    assert restored.prune(horizon=float("inf"), cap=len(seen)) == 0  # decodes them
+    assert restored._seen == seen
+    assert restored.to_plain() == written
+
+
+def test_recent_ids_read_from_a_record_are_decoded_only_when_an_event_is_admitted() -> None:
+    """A day's evaluation reads every record and never its ids: they stay as written."""
+    written = RecentIds({digest("e1"): 100, digest("e2"): 200}).to_plain()
+    restored = RecentIds.from_plain(written)
+    assert restored._written is not None
+    assert restored.to_plain() == written
+    assert restored.admit("e2", 300, horizon=1_000, cap=10) == (False, 0)
+    assert restored._written is None
+    assert restored.admit("e3", 300, horizon=1_000, cap=10) == (True, 0)
+    assert len(restored) == 3
+
+
+def test_recent_ids_with_unequal_halves_are_refused() -> None:
+    written = RecentIds({digest("e1"): 100}).to_plain()
+    with pytest.raises(ValueError, match="differ in count"):
+        RecentIds.from_plain([written[0], written[1] + "AAAA"])
 
 
 def test_a_producers_retry_within_the_horizon_counts_once_and_after_it_twice(
