@@ -212,6 +212,12 @@ class StateSettings(_Section):
         ge=1,
         description="new customers beyond this per partition are dead-lettered (capacity)",
     )
+    sweep_decoded_max: int = Field(
+        20_000,
+        ge=0,
+        description="customers of a partition the daily evaluation keeps decoded (~3 KB each) "
+        "between its two passes; a bigger partition is read twice, one record at a time",
+    )
 
 
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")

@@ -281,6 +281,7 @@ def partition_engine(settings: Settings) -> PartitionEngine:
             retention_days=settings.state.retention_days,
             max_customers=settings.state.max_customers_per_partition,
         ),
+        sweep_decoded_max=settings.state.sweep_decoded_max,
     )
 
 

@@ -139,11 +139,11 @@ def stored_customer(table: Any, customer_id: str) -> CustomerState | None:
 class TableStore:
     """A batch's view of the customer table: reads through changes, writes each once.
 
-    Records the batch asks for by id are decoded once and kept until it ends; a partition's
-    daily sweep (`in_partition`) decodes as it goes, and the batch keeps only what changed.
-    A sweep first encodes what earlier ones changed (`_encoded`, decoded again if asked for):
-    a batch that closes a day on every partition then holds one partition's records decoded
-    (~3 KB each), not every record the days changed.
+    Records the batch asks for by id are decoded once and kept until a sweep or its end. A
+    partition's daily sweep (`in_partition`) decodes as it goes and keeps what changed encoded
+    (`_encoded`, decoded again if asked for), as it does what the batch changed before: a
+    batch that closes a day on every partition holds one decoded record at a time, however
+    many customers a partition has.
 
     A deleted customer (expired) is removed from the table and the index, and its changelog
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
@@ -193,22 +193,32 @@ class TableStore:
         return len(self._index.customers(partition))
 
     def in_partition(self, partition: int) -> Iterator[CustomerState]:
-        """Each record of the partition, decoded as it is read and not kept (unless changed).
-        The ids are copied first: a reader may delete customers while it goes."""
+        """Each record of the partition, decoded as it is read and held only while the reader
+        is on it: a record the reader changed is set aside (encoded) when it moves on, so a
+        sweep holds one decoded record at a time. The ids are copied first: a reader may
+        delete customers while it goes."""
         self._set_aside()
+        encoded_changes, data, deleted = self._encoded, self._table.data, self._deleted
         for customer_id in tuple(self._index.customers(partition)):
-            state = self._held(customer_id)
-            if state is None and customer_id not in self._deleted:
-                state = stored_customer(self._table, customer_id)
-            if state is not None:
-                yield state
+            encoded = encoded_changes.get(customer_id)
+            if encoded is None:
+                if customer_id in deleted:
+                    continue
+                encoded = data.get(customer_id)
+                if not is_customer(encoded):
+                    continue
+            yield decode_customer(encoded)
+            changed = self._dirty.pop(customer_id, None)
+            if changed is not None:
+                encoded_changes[customer_id] = encode_customer(changed)
 
     def _set_aside(self) -> None:
-        """Encode the changed records: the engine fetches a record again after a sweep."""
+        """Encode the changed records and forget the unchanged ones: a sweep reads each
+        afresh, and the engine gets a record again after a sweep."""
         for customer_id, state in self._dirty.items():
             self._encoded[customer_id] = encode_customer(state)
-            self._read.pop(customer_id, None)
         self._dirty.clear()
+        self._read.clear()
 
     async def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""

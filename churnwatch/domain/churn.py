@@ -118,16 +118,32 @@ def period_figures(
     segment_by: Sequence[str],
 ) -> dict[Segment, Figures]:
     """Figures of [start, end) per segment (values of `segment_by`, `unknown` when missing)."""
-    by_segment: dict[Segment, Figures] = {}
+    tally = PeriodTally(start, end, policy, segment_by)
     for customer in customers:
-        contribution = _contribution(customer, start, end, policy, segment_by)
+        tally.add(customer)
+    return tally.figures
+
+
+class PeriodTally:
+    """`period_figures`, a customer at a time: a partition's records are read one by one."""
+
+    def __init__(
+        self, start: float, end: float, policy: ChurnPolicy, segment_by: Sequence[str]
+    ) -> None:
+        self._start, self._end = start, end
+        self._policy, self._segment_by = policy, segment_by
+        self.figures: dict[Segment, Figures] = {}
+
+    def add(self, customer: CustomerHistory) -> None:
+        contribution = _contribution(
+            customer, self._start, self._end, self._policy, self._segment_by
+        )
         if contribution is not None:
             segment, figures = contribution
-            if segment in by_segment:
-                by_segment[segment].add(figures)
+            if segment in self.figures:
+                self.figures[segment].add(figures)
             else:
-                by_segment[segment] = figures
-    return by_segment
+                self.figures[segment] = figures
 
 
 def merge(parts: Iterable[Mapping[Segment, Figures]]) -> dict[Segment, Figures]:

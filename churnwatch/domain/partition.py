@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, assess, next_transition
 from churnwatch.domain.billing import BillingEvent, Timeline
-from churnwatch.domain.churn import ChurnPolicy, Figures, Segment, period_figures, segment_of
+from churnwatch.domain.churn import ChurnPolicy, Figures, PeriodTally, Segment, segment_of
 from churnwatch.domain.cohort import low_engagement_cutoffs
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.dedupe import RecentIds
@@ -36,7 +36,7 @@ from churnwatch.domain.engagement import (
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
 from churnwatch.domain.health import CustomerHealth, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
-from churnwatch.domain.retention import StateBounds, sweep
+from churnwatch.domain.retention import StateBounds, closing_alert, is_expired
 from churnwatch.domain.rules import Thresholds, engagement_rate, evaluate, has_churned
 
 # Segment attributes as (name, value) pairs: what segment-specific thresholds match on.
@@ -54,8 +54,9 @@ class CustomerStore(Protocol):
         """Record a changed customer: written once at the end of the batch."""
 
     def in_partition(self, partition: int) -> Iterable[CustomerState]:
-        """Every record of the partition. A record got before is got again after: a store
-        may set aside (encode) what the batch changed when a sweep starts."""
+        """Every record of the partition (read once or twice per day evaluated). A record got
+        before is got again after: a store may set aside (encode) what the batch changed when
+        a sweep starts, and what the reader changed when it moves on."""
 
     def tracked(self, partition: int) -> int:
         """How many customers the partition holds (for the cap; only asked when one is set)."""
@@ -163,6 +164,9 @@ class PartitionEngine:
     dedupe_horizon: float = 0.0
     dedupe_max_ids: int = 4096
     bounds: StateBounds = field(default_factory=StateBounds)  # retention and cap (retention.py)
+    # Customers of a partition a day's evaluation keeps decoded from its first read to its
+    # second; a bigger partition is read twice, one decoded record at a time.
+    sweep_decoded_max: int = 20_000
     # Days before an evaluated day its rules read: the ring less its slack for lateness.
     window_days: int = field(init=False)
 
@@ -358,93 +362,108 @@ class PartitionEngine:
         if clock.evaluated_day is None:
             clock.evaluated_day = today if clock.earliest is None else day_of(clock.earliest)
         for as_of_day in range(clock.evaluated_day + 1, today + 1):
-            customers = list(store.in_partition(clock.partition))
-            # Records ahead of the clock (see CustomerState.evaluated_day) were evaluated for
-            # this day already, and its outputs sent; customers whose every event is later
-            # did not exist yet. Both count in the day's figures and cutoffs (with nothing
-            # before the day, they add nothing), but nothing is done to them.
-            day_start = as_of_day * SECONDS_PER_DAY
-            due = [
-                s
-                for s in customers
-                if (s.evaluated_day is None or s.evaluated_day < as_of_day)
-                and s.known_before(day_start)
-            ]
-            period = period_of(day_start, self.granularity)
-            if period.start == day_start:
-                self._close_period(
-                    clock.partition, period.previous(), customers, due, store, result
-                )
-            if self.bounds.retention_days is not None:
-                expired = self._expire(due, as_of_day, store, result)
-                if expired:
-                    customers = [s for s in customers if s.customer_id not in expired]
-                    due = [s for s in due if s.customer_id not in expired]
-            labels = {
-                state.customer_id: self.segment_labels(state, as_of_day) for state in customers
-            }
-            cutoffs = self._low_engagement_cutoffs(customers, labels, as_of_day)
-            for state in due:
-                segment = labels[state.customer_id]
-                self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
-                state.evaluated_day = as_of_day  # written with the record's next change
-                if state.ring.size > self.ring_days and state.ring.fit(
-                    self.ring_days, as_of_day + 1 - self.window_days
-                ):
-                    store.put(state)
+            self._evaluate_day(clock.partition, as_of_day, store, result)
             clock.evaluated_day = as_of_day
-            result.cutoffs = cutoffs
 
-    def _close_period(
-        self,
-        partition: int,
-        ended: Period,
-        customers: list[CustomerState],
-        due: list[CustomerState],
-        store: CustomerStore,
-        result: BatchResult,
+    def _evaluate_day(
+        self, partition: int, as_of_day: int, store: CustomerStore, result: BatchResult
     ) -> None:
-        """Final figures of the period that just ended; then fold the history the `due`
-        customers no longer need (the others' records are past this day already).
+        """Evaluate the partition's customers as of a day, in two passes: the first gathers
+        what needs them all (the figures of a period that ended, the low-engagement cutoffs),
+        the second acts on each. Up to `sweep_decoded_max` customers, the second pass takes
+        the records the first decoded; a bigger partition is read again, so that one decoded
+        record at a time is held (~3 KB each: a million would need gigabytes).
+
+        Records ahead of the clock (see CustomerState.evaluated_day) were evaluated for this
+        day already, and its outputs sent; customers whose every event is later did not exist
+        yet. Both count in the day's figures and cutoffs (with nothing before the day, they
+        add nothing), but nothing is done to them: they are not due.
+        """
+        day_start = as_of_day * SECONDS_PER_DAY
+        period = period_of(day_start, self.granularity)
+        ended = period.previous() if period.start == day_start else None
+        tally = (
+            None
+            if ended is None
+            else PeriodTally(ended.start, ended.end, self.policy, self.segment_by)
+        )
+        rates: dict[Labels, list[tuple[Labels, float]]] = {}
+        held: list[CustomerState] | None = []
+        for state in store.in_partition(partition):
+            if held is not None and len(held) < self.sweep_decoded_max:
+                held.append(state)
+            else:
+                held = None  # too many to keep: the second pass reads them again
+            if tally is not None:
+                tally.add(state)
+            if self._expires(state, as_of_day):
+                continue  # forgotten below, before the cutoffs would have counted it
+            segment = self.segment_labels(state, as_of_day)
+            limits = self.thresholds_for(segment)
+            if limits.low_engagement_share > 0:
+                rate = engagement_rate(state, as_of_day, limits)
+                if rate is not None:
+                    rates.setdefault(segment, []).append((segment, rate))
+        if ended is not None and tally is not None:
+            result.closed.append(ClosedPeriod(partition, ended, tally.figures))
+        cutoffs = self._low_engagement_cutoffs(rates)
+        for state in store.in_partition(partition) if held is None else held:
+            if not _due(state, as_of_day, day_start):
+                continue
+            if ended is not None:
+                self._fold_history(state, ended, store)
+            if self._expires(state, as_of_day):
+                self._expire(state, as_of_day, store, result)
+                continue
+            segment = self.segment_labels(state, as_of_day)
+            self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
+            state.evaluated_day = as_of_day  # written with the record's next change
+            if state.ring.size > self.ring_days and state.ring.fit(
+                self.ring_days, as_of_day + 1 - self.window_days
+            ):
+                store.put(state)
+        result.cutoffs = cutoffs
+
+    def _fold_history(self, state: CustomerState, ended: Period, store: CustomerStore) -> None:
+        """Fold the history a customer no longer needs once a period has ended.
 
         One period more is kept than the figures need: a crash can keep a batch's records
         without its clock, and the batch read again closes its periods again with records
         that hold its folds. Folding from the period before the one that ended keeps that
         exact for a lost batch that closed up to two periods (a known limit beyond).
         """
-        figures = period_figures(customers, ended.start, ended.end, self.policy, self.segment_by)
-        result.closed.append(ClosedPeriod(partition, ended, figures))
-        start_day = day_of(ended.end)
         keep_from = min(
             ended.previous().start,
             ended.end - (self.thresholds.downgrade_window_days + 1) * SECONDS_PER_DAY,
         )
-        for state in due:
-            marks = state.active_marks
-            state.mark_activity(start_day, self.policy.activity_window_days)
-            compacted = state.billing is not None and state.billing.compact(keep_from)
-            if compacted or state.active_marks != marks:
-                store.put(state)
+        marks = state.active_marks
+        state.mark_activity(day_of(ended.end), self.policy.activity_window_days)
+        compacted = state.billing is not None and state.billing.compact(keep_from)
+        if compacted or state.active_marks != marks:
+            store.put(state)
 
     def _full(self, clock: PartitionClock, store: CustomerStore) -> bool:
         """The partition tracks as many customers as the cap allows: no new one fits."""
         return self.bounds.full(lambda: store.tracked(clock.partition))
 
+    def _expires(self, state: CustomerState, as_of_day: int) -> bool:
+        """Due on the day and idle past the retention (when one is set)."""
+        retention = self.bounds.retention_days
+        return (
+            retention is not None
+            and _due(state, as_of_day, as_of_day * SECONDS_PER_DAY)
+            and is_expired(state, as_of_day, retention)
+        )
+
     def _expire(
-        self,
-        customers: list[CustomerState],
-        as_of_day: int,
-        store: CustomerStore,
-        result: BatchResult,
-    ) -> set[str]:
-        """Forget customers idle past the retention (after figures close); return their ids."""
-        assert self.bounds.retention_days is not None
-        found = sweep(customers, as_of_day, self.bounds.retention_days, self.alert_policy)
-        for state in found.expired:
-            store.delete(state)
-            result.expired.append(state.customer_id)
-        result.alerts.extend(found.alerts)
-        return {state.customer_id for state in found.expired}
+        self, state: CustomerState, as_of_day: int, store: CustomerStore, result: BatchResult
+    ) -> None:
+        """Forget a customer idle past the retention (after figures close); close its alert."""
+        store.delete(state)
+        result.expired.append(state.customer_id)
+        closing = closing_alert(state, as_of_day, self.alert_policy)
+        if closing is not None:
+            result.alerts.append(closing)
 
     def segment_labels(self, state: CustomerState, as_of_day: int) -> Labels:
         """The customer's segment attributes as of a day (() without billing)."""
@@ -454,18 +473,9 @@ class PartitionEngine:
         return tuple(zip(self.segment_by, segment_of(account, self.segment_by), strict=True))
 
     def _low_engagement_cutoffs(
-        self, customers: list[CustomerState], labels: Mapping[str, Labels], as_of_day: int
+        self, rates: Mapping[Labels, list[tuple[Labels, float]]]
     ) -> dict[Labels, float]:
         """Each segment's bottom-share usage rate among this partition's subscribed customers."""
-        rates: dict[Labels, list[tuple[Labels, float]]] = {}
-        for state in customers:
-            segment = labels[state.customer_id]
-            limits = self.thresholds_for(segment)
-            if limits.low_engagement_share <= 0:
-                continue
-            rate = engagement_rate(state, as_of_day, limits)
-            if rate is not None:
-                rates.setdefault(segment, []).append((segment, rate))
         cutoffs: dict[Labels, float] = {}
         for segment, ranked in rates.items():
             limits = self.thresholds_for(segment)
@@ -546,6 +556,14 @@ class PartitionEngine:
             state.health_digest = digest
             store.put(state)
             result.health.append(health)
+
+
+def _due(state: CustomerState, as_of_day: int, day_start: float) -> bool:
+    """Whether a record is evaluated as of the day: not evaluated for it yet (see
+    CustomerState.evaluated_day), and with something applied before it."""
+    return (state.evaluated_day is None or state.evaluated_day < as_of_day) and state.known_before(
+        day_start
+    )
 
 
 def _kind(item: Item) -> str:

@@ -16,8 +16,8 @@ partitions happen to be spread over workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, next_transition
@@ -39,15 +39,6 @@ class StateBounds:
     def full(self, tracked: Callable[[], int]) -> bool:
         """Whether a partition tracking `tracked()` customers may take no more (asked lazily)."""
         return self.max_customers is not None and tracked() >= self.max_customers
-
-
-@dataclass(slots=True)
-class Sweep:
-    """What one day's expiry found."""
-
-    kept: list[CustomerState] = field(default_factory=list)
-    expired: list[CustomerState] = field(default_factory=list)
-    alerts: list[AlertEvent] = field(default_factory=list)  # open alerts closed as churned
 
 
 def minimum_retention_days(
@@ -109,23 +100,11 @@ def _holds_events_from(state: CustomerState, moment: float) -> bool:
     return bool(changes) and changes[-1].occurred_at >= moment
 
 
-def sweep(
-    customers: Iterable[CustomerState],
-    as_of_day: int,
-    retention_days: int,
-    policy: AlertPolicy,
-) -> Sweep:
-    """Split a partition's customers into kept and expired; close expired ones' alerts."""
-    found = Sweep()
-    for state in customers:
-        if not is_expired(state, as_of_day, retention_days):
-            found.kept.append(state)
-            continue
-        found.expired.append(state)
-        if state.alert is not None:
-            _, event = next_transition(
-                state.customer_id, state.alert, Assessment(), as_of_day, policy, churned=True
-            )
-            if event is not None:
-                found.alerts.append(event)
-    return found
+def closing_alert(state: CustomerState, as_of_day: int, policy: AlertPolicy) -> AlertEvent | None:
+    """The event closing an expired customer's open alert as churned (None: none open)."""
+    if state.alert is None:
+        return None
+    _, event = next_transition(
+        state.customer_id, state.alert, Assessment(), as_of_day, policy, churned=True
+    )
+    return event

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +16,7 @@ from churnwatch.domain.alerts import AlertEvent
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import ring_days_needed
 from churnwatch.domain.events import Heartbeat, UsageEvent
-from churnwatch.domain.partition import BatchResult, PartitionClock, PartitionEngine
+from churnwatch.domain.partition import BatchResult, ClosedPeriod, PartitionClock, PartitionEngine
 from config.settings import RuleSettings
 
 DAY = 86_400.0
@@ -64,15 +66,32 @@ def history(customers: int, days: int, silent_from: dict[str, int], seed: int) -
     return items
 
 
+class DecodingStore(DictStore):
+    """Reads a partition as the worker's table store does: each record decoded afresh, and
+    what the reader does not put back is forgotten."""
+
+    def in_partition(self, partition: int) -> Iterable[CustomerState]:
+        for state in list(self.states.values()):
+            if state.partition == partition:
+                yield CustomerState.from_plain(state.to_plain())
+
+
 def run(
-    items: Sequence[Item], cuts: Sequence[int] = ()
+    items: Sequence[Item],
+    cuts: Sequence[int] = (),
+    engine: PartitionEngine = ENGINE,
+    store: DictStore | None = None,
+    closed: list[ClosedPeriod] | None = None,
 ) -> tuple[DictStore, list[AlertEvent], PartitionClock]:
     """Process items (offset = position) in batches cut at the given positions."""
-    store, clock, alerts = DictStore(), PartitionClock(0), []
+    store, clock, alerts = store or DictStore(), PartitionClock(0), []
     bounds = [0, *sorted(set(cuts)), len(items)]
     for first, last in itertools.pairwise(bounds):
         batch = [(offset, items[offset]) for offset in range(first, last)]
-        alerts.extend(ENGINE.process(clock, batch, store).alerts)
+        result = engine.process(clock, batch, store)
+        alerts.extend(result.alerts)
+        if closed is not None:
+            closed.extend(result.closed)
     return store, alerts, clock
 
 
@@ -106,6 +125,23 @@ def test_batch_boundaries_do_not_change_state_or_alerts(cuts: list[int]) -> None
     split_store, split_alerts, _ = run(HISTORY, cuts)
     assert plain(split_store) == plain(whole_store)
     assert summary(split_alerts) == summary(whole_alerts)
+
+
+@pytest.mark.parametrize("decoded_max", [0, 2, 20_000])
+def test_a_day_read_twice_gives_what_one_read_gives(decoded_max: int) -> None:
+    """A partition bigger than `sweep_decoded_max` is read twice per day, one decoded record
+    at a time (0: always): the same records, alerts and period figures as held decoded."""
+    closed_held: list[ClosedPeriod] = []
+    held_store, held_alerts, _ = run(HISTORY, closed=closed_held)
+    closed_read: list[ClosedPeriod] = []
+    engine = dataclasses.replace(ENGINE, sweep_decoded_max=decoded_max)
+    read_store, read_alerts, _ = run(HISTORY, (150, 400), engine, DecodingStore(), closed_read)
+    assert len(held_alerts) > 4
+    assert len(closed_held) == 2
+    assert summary(read_alerts) == summary(held_alerts)
+    assert closed_read == closed_held
+    # Evaluated days of records the day did not change are written with their next change.
+    assert plain(read_store, drop=("ed",)) == plain(held_store, drop=("ed",))
 
 
 @settings(max_examples=10, deadline=None)

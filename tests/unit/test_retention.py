@@ -318,6 +318,26 @@ def test_a_sweep_sets_aside_what_the_batch_changed_and_keeps_every_change() -> N
     assert (written.events, written.last_seen) == (7, START + DAY)
 
 
+def test_a_sweep_sets_aside_what_its_reader_changed_when_the_reader_moves_on() -> None:
+    """A day's evaluation of a big partition holds one decoded record at a time: a record the
+    reader changed is encoded as soon as it asks for the next one, and written once."""
+    table, _, store = store_of_a_and_b()
+    sweep = iter(store.in_partition(2))
+    first = next(sweep)
+    first.events = 9
+    store.put(first)
+    second = next(sweep)
+    assert second.customer_id != first.customer_id
+    assert list(sweep) == []
+    again = store.get(first.customer_id)
+    assert again is not first  # set aside when the reader moved on, decoded again now
+    assert again is not None
+    assert again.events == 9
+    assert asyncio.run(store.flush()) == 1
+    assert [key for _, key, _, _ in table.changelog] == [first.customer_id]
+    assert decode_customer(table.data[first.customer_id]).events == 9
+
+
 def test_refusals_are_logged_once_per_thousand_never_per_event() -> None:
     refusals = RefusalLog(every=1000)
     with capture_logs() as logs:
