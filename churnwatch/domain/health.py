@@ -32,17 +32,7 @@ class CustomerHealth:
 
     def digest(self) -> int:
         """Checksum of what makes a change worth publishing (never 0: 0 means none yet)."""
-        key = repr(
-            (
-                self.status,
-                self.assessment.risk_score,
-                self.assessment.severity,
-                tuple(r.code for r in self.assessment.reasons),
-                self.alert_id,
-                sorted(self.account.items()),
-            )
-        )
-        return zlib.crc32(key.encode()) or 1
+        return _digest(self.status, self.assessment, self.alert_id, self.account)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented wire form (docs/schemas/customer-health.schema.json)."""
@@ -72,16 +62,7 @@ def health_of(
     limits: Thresholds,
 ) -> CustomerHealth:
     """The customer's health after an evaluation as of `as_of_day`."""
-    account = None if state.billing is None else state.billing.at(as_of_day * SECONDS_PER_DAY)
-    status: HealthStatus
-    if churned:
-        status = "churned"
-    elif state.alert is not None:
-        status = "at_risk"
-    elif account is None or not account.subscribed:
-        status = "unsubscribed"
-    else:
-        status = "healthy"
+    status, account = _status_and_account(state, as_of_day, churned)
     recent_first = as_of_day - limits.recent_days
     users, event_types = state.ring.breadth_between(recent_first, as_of_day - 1)
     window: dict[str, float | None] = {
@@ -95,16 +76,6 @@ def health_of(
         "first_seen": state.first_seen,
         "last_seen": state.last_seen,
     }
-    plain_account: dict[str, Any] = {}
-    if account is not None:
-        plain_account = {
-            "subscribed": account.subscribed,
-            "plan": account.plan,
-            "mrr": account.mrr_cents / 100,
-            "seats": account.seats,
-            "cancel_at": account.cancel_at,
-            "payment_failing_since": account.failing_since,
-        }
     return CustomerHealth(
         customer_id=state.customer_id,
         as_of_day=as_of_day,
@@ -112,5 +83,53 @@ def health_of(
         assessment=found,
         alert_id=None if state.alert is None else state.alert.alert_id,
         window=window,
-        account=plain_account,
+        account=account,
     )
+
+
+def health_digest(state: CustomerState, as_of_day: int, found: Assessment, churned: bool) -> int:
+    """`health_of(...).digest()` without the window figures, which it does not cover: on
+    most days a customer's health has not changed, and nothing is built to be published."""
+    status, account = _status_and_account(state, as_of_day, churned)
+    return _digest(status, found, None if state.alert is None else state.alert.alert_id, account)
+
+
+def _status_and_account(
+    state: CustomerState, as_of_day: int, churned: bool
+) -> tuple[HealthStatus, dict[str, Any]]:
+    account = None if state.billing is None else state.billing.at(as_of_day * SECONDS_PER_DAY)
+    status: HealthStatus
+    if churned:
+        status = "churned"
+    elif state.alert is not None:
+        status = "at_risk"
+    elif account is None or not account.subscribed:
+        status = "unsubscribed"
+    else:
+        status = "healthy"
+    if account is None:
+        return status, {}
+    return status, {
+        "subscribed": account.subscribed,
+        "plan": account.plan,
+        "mrr": account.mrr_cents / 100,
+        "seats": account.seats,
+        "cancel_at": account.cancel_at,
+        "payment_failing_since": account.failing_since,
+    }
+
+
+def _digest(
+    status: HealthStatus, found: Assessment, alert_id: str | None, account: dict[str, Any]
+) -> int:
+    key = repr(
+        (
+            status,
+            found.risk_score,
+            found.severity,
+            tuple(r.code for r in found.reasons),
+            alert_id,
+            sorted(account.items()),
+        )
+    )
+    return zlib.crc32(key.encode()) or 1

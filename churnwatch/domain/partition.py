@@ -34,7 +34,7 @@ from churnwatch.domain.engagement import (
     ring_days_needed,
 )
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent
-from churnwatch.domain.health import CustomerHealth, health_of
+from churnwatch.domain.health import CustomerHealth, health_digest, health_of
 from churnwatch.domain.periods import Granularity, Period, period_of
 from churnwatch.domain.retention import StateBounds, closing_alert, is_expired
 from churnwatch.domain.rules import Thresholds, engagement_rate, evaluate, has_churned
@@ -388,6 +388,7 @@ class PartitionEngine:
             else PeriodTally(ended.start, ended.end, self.policy, self.segment_by)
         )
         rates: dict[Labels, list[tuple[Labels, float]]] = {}
+        expiring: set[str] = set()
         held: list[CustomerState] | None = []
         for state in store.in_partition(partition):
             if held is not None and len(held) < self.sweep_decoded_max:
@@ -397,6 +398,7 @@ class PartitionEngine:
             if tally is not None:
                 tally.add(state)
             if self._expires(state, as_of_day):
+                expiring.add(state.customer_id)
                 continue  # forgotten below, before the cutoffs would have counted it
             segment = self.segment_labels(state, as_of_day)
             limits = self.thresholds_for(segment)
@@ -412,7 +414,7 @@ class PartitionEngine:
                 continue
             if ended is not None:
                 self._fold_history(state, ended, store)
-            if self._expires(state, as_of_day):
+            if state.customer_id in expiring:  # folding its history changes no verdict
                 self._expire(state, as_of_day, store, result)
                 continue
             segment = self.segment_labels(state, as_of_day)
@@ -550,12 +552,12 @@ class PartitionEngine:
             store.put(state)
         if event is not None:
             result.alerts.append(event)
-        health = health_of(state, as_of_day, found, churned, self.thresholds_for(found.segment))
-        digest = health.digest()
+        digest = health_digest(state, as_of_day, found, churned)
         if digest != state.health_digest:
             state.health_digest = digest
             store.put(state)
-            result.health.append(health)
+            limits = self.thresholds_for(found.segment)
+            result.health.append(health_of(state, as_of_day, found, churned, limits))
 
 
 def _due(state: CustomerState, as_of_day: int, day_start: float) -> bool:

@@ -17,7 +17,7 @@ from churnwatch.domain.billing import BillingEvent, parse_billing_message
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import SECONDS_PER_DAY, day_of, ring_days_needed
 from churnwatch.domain.events import Heartbeat, Snooze, UsageEvent, parse_usage_message
-from churnwatch.domain.health import CustomerHealth, health_of
+from churnwatch.domain.health import CustomerHealth, health_digest, health_of
 from churnwatch.domain.partition import Item, PartitionClock, PartitionEngine
 from churnwatch.exceptions import InvalidEventError
 from config.settings import EventLimits, RuleSettings
@@ -164,6 +164,19 @@ def test_queried_health_matches_the_schema() -> None:
     for state in STORE.states.values():
         health = ENGINE.health(state, CLOCK.evaluated_day)
         validator.validate(_wire(health))
+
+
+def test_the_digest_without_window_figures_is_the_published_healths() -> None:
+    """The daily evaluation checks for a change without building the health to publish."""
+    assert CLOCK.evaluated_day is not None
+    digests = set()
+    for state in STORE.states.values():
+        for day in (CLOCK.evaluated_day, CLOCK.evaluated_day - 20):
+            found, churned = ENGINE.assess(state, day)
+            expected = health_of(state, day, found, churned, RULES).digest()
+            assert health_digest(state, day, found, churned) == expected
+            digests.add(expected)
+    assert len(digests) > 3  # statuses, alerts and accounts differ among these customers
 
 
 def test_health_of_a_customer_without_usage_or_billing_matches_the_schema() -> None:
