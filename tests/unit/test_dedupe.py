@@ -71,6 +71,7 @@ def test_recent_ids_read_from_a_record_are_decoded_only_when_an_event_is_admitte
     restored = RecentIds.from_plain(written)
     assert restored._written is not None
     assert restored.to_plain() == written
+    assert restored._written is not None  # written back (a changed record) without decoding
     assert restored.admit("e2", 300, horizon=1_000, cap=10) == (False, 0)
     assert restored._written is None
     assert restored.admit("e3", 300, horizon=1_000, cap=10) == (True, 0)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from churnwatch.domain.alerts import AlertEvent
 from churnwatch.domain.customer import CustomerState
-from churnwatch.domain.engagement import ring_days_needed
+from churnwatch.domain.engagement import day_of, ring_days_needed
 from churnwatch.domain.events import Heartbeat, UsageEvent
 from churnwatch.domain.partition import BatchResult, ClosedPeriod, PartitionClock, PartitionEngine
 from config.settings import RuleSettings
@@ -70,7 +70,12 @@ class DecodingStore(DictStore):
     """Reads a partition as the worker's table store does: each record decoded afresh, and
     what the reader does not put back is forgotten."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
     def in_partition(self, partition: int) -> Iterable[CustomerState]:
+        self.reads += 1
         for state in list(self.states.values()):
             if state.partition == partition:
                 yield CustomerState.from_plain(state.to_plain())
@@ -135,7 +140,12 @@ def test_a_day_read_twice_gives_what_one_read_gives(decoded_max: int) -> None:
     held_store, held_alerts, _ = run(HISTORY, closed=closed_held)
     closed_read: list[ClosedPeriod] = []
     engine = dataclasses.replace(ENGINE, sweep_decoded_max=decoded_max)
-    read_store, read_alerts, _ = run(HISTORY, (150, 400), engine, DecodingStore(), closed_read)
+    read_store = DecodingStore()
+    _, read_alerts, clock = run(HISTORY, (150, 400), engine, read_store, closed_read)
+    assert clock.evaluated_day is not None
+    days = clock.evaluated_day - day_of(START)  # the first day evaluated follows START's
+    customers = len(read_store.states)
+    assert read_store.reads == days * (1 if customers <= decoded_max else 2)
     assert len(held_alerts) > 4
     assert len(closed_held) == 2
     assert summary(read_alerts) == summary(held_alerts)
