@@ -39,7 +39,7 @@ from streams.app import partition_engine
 from streams.codecs import CustomerCodec
 from streams.envelopes import EnvelopeBuffer
 from streams.ingest import IngestBatch, NoBacklog, Topics
-from streams.state import ClockBook, PartitionIndex
+from streams.state import ClockBook, DecodedRecords, PartitionIndex
 
 USAGE = "usage-events"
 START = 1_704_067_200.0  # 2024-01-01T00:00:00Z
@@ -158,6 +158,7 @@ def ingest_for(table: MemoryTable, sink: Sink) -> IngestBatch:
         periods=sink,
         backlog=NoBacklog(),
         metrics=WorkerMetrics(CollectorRegistry()),
+        decoded=DecodedRecords(settings.state.decoded_cache_max),
     )
 
 

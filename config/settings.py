@@ -218,6 +218,12 @@ class StateSettings(_Section):
         description="customers of a partition the daily evaluation keeps decoded (~3 KB each) "
         "between its two passes; a bigger partition is read twice, one record at a time",
     )
+    decoded_cache_max: int = Field(
+        20_000,
+        ge=0,
+        description="customer records kept decoded between batches (~3 KB each), so a "
+        "customer's next event or daily evaluation does not decode its record again; 0: none",
+    )
 
 
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")

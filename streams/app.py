@@ -28,7 +28,13 @@ from streams.assignor import CopartitionedAssignor
 from streams.codecs import CUSTOMER_CODEC, register_codecs
 from streams.figures import FiguresSnapshot, StateTally, figures_snapshot
 from streams.ingest import Backlog, Emitter, IngestBatch, PeriodSink, Rewinder, Topics
-from streams.state import ClockBook, PartitionIndex, ProducerChangelog, stored_customer
+from streams.state import (
+    ClockBook,
+    DecodedRecords,
+    PartitionIndex,
+    ProducerChangelog,
+    stored_customer,
+)
 from streams.topics import CUSTOMERS_TABLE
 from streams.transport import App, seek
 
@@ -370,6 +376,7 @@ def create_worker(
         rewinder=rewinder or FaustRewinder(app),
         # Straight to the producer, unless tests replaced it (then as Faust sends).
         changelog=ProducerChangelog(customers) if emitter is None else None,
+        decoded=DecodedRecords(settings.state.decoded_cache_max),
     )
     worker = Worker(
         app=app,

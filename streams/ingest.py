@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +39,7 @@ from churnwatch.exceptions import InvalidEventError
 from churnwatch.metrics import WorkerMetrics
 from streams.capacity import RefusalLog
 from streams.deadletters import dead_letter_headers
-from streams.state import ClockBook, PartitionIndex, TableChangelog, TableStore
+from streams.state import ClockBook, DecodedRecords, PartitionIndex, TableChangelog, TableStore
 
 log = structlog.get_logger(__name__)
 
@@ -181,10 +182,12 @@ class IngestBatch:
         uncommittable: Callable[[Message], None] = lambda message: None,
         rewinder: Rewinder | None = None,
         changelog: TableChangelog | None = None,
+        decoded: DecodedRecords | None = None,
     ) -> None:
         self._engine = engine
         self._customers = customers
         self._changelog = TableChangelog(customers) if changelog is None else changelog
+        self._decoded = DecodedRecords(0) if decoded is None else decoded
         self._clocks = clocks
         self._index = index
         self._limits = limits
@@ -257,38 +260,38 @@ class IngestBatch:
                 else:
                     processed[message.topic] += 1
 
-        store = TableStore(self._customers, self._index, self._changelog)
-        clocks: list[PartitionClock] = []
-        for partition, read in next_offsets.items():
-            clock = self._clocks.get(partition)
-            for topic, offset in read.items():
-                clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
-            backlog = await self._unread_inputs(clock)
-            events = parsed.pop(partition, PartitionEvents())  # not kept past its turn
-            result = self._engine.process_items(
-                clock, events.offsets(), events.items, store, backlog
-            )
-            if result.cutoffs is not None:
-                self.cutoffs[partition] = result.cutoffs
-            clocks.append(clock)
-            too_late = InvalidEventError("late", "event time is older than the watermark")
-            for position in result.late:
-                await self._dead_letter(events.source(position), too_late, now)
-            await self._refuse(partition, [events.source(p) for p in result.rejected], now)
-            for position in result.duplicates:
-                self._metrics.events_duplicate.labels(events.topic(position)).inc()
-            for position in result.redelivered:
-                self._metrics.events_redelivered.labels(events.topic(position)).inc()
-            if result.forgotten_ids:
-                self._metrics.dedupe_forgotten.inc(result.forgotten_ids)
-            for position in (*result.late, *result.rejected):  # dead-lettered instead
-                processed[events.topic(position)] -= 1
-            await self._publish_all(result.alerts, now)
-            await self._publish_health(result.health)
-            await self._forget(result.expired, store)
-            for closed in result.closed:
-                await self.record_period(closed)
-        await self._write(store, clocks)
+        with self._store() as store:
+            clocks: list[PartitionClock] = []
+            for partition, read in next_offsets.items():
+                clock = self._clocks.get(partition)
+                for topic, offset in read.items():
+                    clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
+                backlog = await self._unread_inputs(clock)
+                events = parsed.pop(partition, PartitionEvents())  # not kept past its turn
+                result = self._engine.process_items(
+                    clock, events.offsets(), events.items, store, backlog
+                )
+                if result.cutoffs is not None:
+                    self.cutoffs[partition] = result.cutoffs
+                clocks.append(clock)
+                too_late = InvalidEventError("late", "event time is older than the watermark")
+                for position in result.late:
+                    await self._dead_letter(events.source(position), too_late, now)
+                await self._refuse(partition, [events.source(p) for p in result.rejected], now)
+                for position in result.duplicates:
+                    self._metrics.events_duplicate.labels(events.topic(position)).inc()
+                for position in result.redelivered:
+                    self._metrics.events_redelivered.labels(events.topic(position)).inc()
+                if result.forgotten_ids:
+                    self._metrics.dedupe_forgotten.inc(result.forgotten_ids)
+                for position in (*result.late, *result.rejected):  # dead-lettered instead
+                    processed[events.topic(position)] -= 1
+                await self._publish_all(result.alerts, now)
+                await self._publish_health(result.health)
+                await self._forget(result.expired, store)
+                for closed in result.closed:
+                    await self.record_period(closed)
+            await self._write(store, clocks)
         for topic, count in processed.items():
             if count:
                 self._metrics.events_processed.labels(topic).inc(count)
@@ -332,25 +335,35 @@ class IngestBatch:
 
     async def advance(self, partitions: set[int], to_time: float) -> None:
         """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""
-        store = TableStore(self._customers, self._index, self._changelog)
-        clocks: list[PartitionClock] = []
-        now = self._wall_clock()
-        for partition in partitions:
-            clock = self._clocks.get(partition)
-            result = self._engine.process(
-                clock,
-                [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
-                store,
-            )
-            if result.cutoffs is not None:
-                self.cutoffs[partition] = result.cutoffs
-            clocks.append(clock)
-            await self._publish_all(result.alerts, now)
-            await self._publish_health(result.health)
-            await self._forget(result.expired, store)
-            for closed in result.closed:
-                await self.record_period(closed)
-        await self._write(store, clocks)
+        with self._store() as store:
+            clocks: list[PartitionClock] = []
+            now = self._wall_clock()
+            for partition in partitions:
+                clock = self._clocks.get(partition)
+                result = self._engine.process(
+                    clock,
+                    [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
+                    store,
+                )
+                if result.cutoffs is not None:
+                    self.cutoffs[partition] = result.cutoffs
+                clocks.append(clock)
+                await self._publish_all(result.alerts, now)
+                await self._publish_health(result.health)
+                await self._forget(result.expired, store)
+                for closed in result.closed:
+                    await self.record_period(closed)
+            await self._write(store, clocks)
+
+    @contextmanager
+    def _store(self) -> Iterator[TableStore]:
+        """A batch's view of the customer table. When the batch fails, the records kept
+        decoded between batches are dropped: they may hold changes it never wrote."""
+        try:
+            yield TableStore(self._customers, self._index, self._changelog, self._decoded)
+        except BaseException:
+            self._decoded.clear()
+            raise
 
     async def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
         """The batch's outputs first, then customer records, then clocks.

@@ -130,6 +130,47 @@ class PartitionIndex:
         self._members.clear()
 
 
+class DecodedRecords:
+    """Customer records kept decoded between batches, each beside the encoded value it was
+    read from or written as, so a customer's next event or daily evaluation skips decoding.
+
+    A record is served only while the table holds an equal value: a restore, a rebalance or
+    a deletion never serves a stale one. What a batch changed reaches it only when the batch
+    has written it; a batch that fails must `clear` it, since its records may hold changes
+    never written. Holds at most `capacity` records (~3 KB each), the least recently written
+    going first; 0 keeps none.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._records: dict[str, tuple[bytes, CustomerState]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, customer_id: str, encoded: bytes) -> CustomerState | None:
+        held = self._records.get(customer_id)
+        if held is not None and held[0] == encoded:
+            return held[1]
+        return None
+
+    def keep(self, customer_id: str, encoded: bytes, state: CustomerState, evict: bool) -> None:
+        """Hold `state` as the decoded `encoded`; when full, make room only if `evict`."""
+        records = self._records
+        records.pop(customer_id, None)
+        if len(records) >= self._capacity:
+            if not evict or not records:
+                return
+            del records[next(iter(records))]
+        records[customer_id] = (encoded, state)
+
+    def discard(self, customer_id: str) -> None:
+        self._records.pop(customer_id, None)
+
+    def clear(self) -> None:
+        self._records.clear()
+
+
 def stored_customer(table: Any, customer_id: str) -> CustomerState | None:
     """The customer's record as the table holds it (None: none, or a clock's key)."""
     value = table.data.get(customer_id)
@@ -149,10 +190,17 @@ class TableStore:
     key gets a tombstone, so compaction drops it and a restore does not bring it back.
     """
 
-    def __init__(self, table: Any, index: PartitionIndex, changelog: TableChangelog) -> None:
+    def __init__(
+        self,
+        table: Any,
+        index: PartitionIndex,
+        changelog: TableChangelog,
+        decoded: DecodedRecords | None = None,
+    ) -> None:
         self._table = table
         self._index = index
         self._changelog = changelog
+        self._decoded = DecodedRecords(0) if decoded is None else decoded
         self._read: dict[str, CustomerState] = {}  # decoded this batch, unchanged so far
         self._dirty: dict[str, CustomerState] = {}
         self._encoded: dict[str, bytes] = {}  # changed this batch, set aside by a sweep
@@ -161,9 +209,17 @@ class TableStore:
     def get(self, customer_id: str) -> CustomerState | None:
         state = self._held(customer_id)
         if state is None and customer_id not in self._deleted:
-            state = stored_customer(self._table, customer_id)
-            if state is not None:
+            encoded = self._table.data.get(customer_id)
+            if is_customer(encoded):
+                state = self._decode(customer_id, encoded, evict=True)
                 self._read[customer_id] = state
+        return state
+
+    def _decode(self, customer_id: str, encoded: bytes, evict: bool) -> CustomerState:
+        state = self._decoded.get(customer_id, encoded)
+        if state is None:
+            state = decode_customer(encoded)
+            self._decoded.keep(customer_id, encoded, state, evict)
         return state
 
     def _held(self, customer_id: str) -> CustomerState | None:
@@ -201,13 +257,16 @@ class TableStore:
         encoded_changes, data, deleted = self._encoded, self._table.data, self._deleted
         for customer_id in tuple(self._index.customers(partition)):
             encoded = encoded_changes.get(customer_id)
-            if encoded is None:
+            if encoded is not None:
+                yield decode_customer(encoded)
+            else:
                 if customer_id in deleted:
                     continue
                 encoded = data.get(customer_id)
                 if not is_customer(encoded):
                     continue
-            yield decode_customer(encoded)
+                # A sweep of a partition bigger than the cache would only churn it.
+                yield self._decode(customer_id, encoded, evict=False)
             changed = self._dirty.pop(customer_id, None)
             if changed is not None:
                 encoded_changes[customer_id] = encode_customer(changed)
@@ -222,15 +281,19 @@ class TableStore:
 
     async def flush(self) -> int:
         """Write every changed record and its changelog entry; return how many."""
-        data = self._table.data
+        data, decoded = self._table.data, self._decoded
         for customer_id, partition in self._deleted.items():
+            decoded.discard(customer_id)
             if customer_id in data:
                 del data[customer_id]
             await self._changelog.send(partition, customer_id, None)
         for customer_id, encoded in self._encoded.items():
+            decoded.discard(customer_id)
             await self._write(partition_of(encoded), customer_id, encoded)
         for customer_id, state in self._dirty.items():
-            await self._write(state.partition, customer_id, encode_customer(state))
+            encoded = encode_customer(state)
+            decoded.keep(customer_id, encoded, state, evict=True)
+            await self._write(state.partition, customer_id, encoded)
         written = len(self._encoded) + len(self._dirty) + len(self._deleted)
         self._read, self._dirty, self._encoded, self._deleted = {}, {}, {}, {}
         return written
