@@ -34,6 +34,7 @@ from streams.state import (
     PartitionIndex,
     ProducerChangelog,
     stored_customer,
+    stored_customers,
 )
 from streams.topics import CUSTOMERS_TABLE
 from streams.transport import App, seek
@@ -147,6 +148,7 @@ class Worker:
     index: PartitionIndex
     engine: PartitionEngine
     ingest: IngestBatch
+    decoded: DecodedRecords  # shared with `ingest`
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     agents: dict[str, Any] = field(default_factory=dict)
     figures: FiguresSnapshot = field(default_factory=FiguresSnapshot)
@@ -171,11 +173,9 @@ class Worker:
         return stored_customer(self.customers, customer_id)
 
     def customers_in(self, partition: int) -> Iterator[CustomerState]:
-        """The records of a partition, decoded one at a time."""
-        for customer_id in list(self.index.customers(partition)):
-            state = self.customer(customer_id)
-            if state is not None:
-                yield state
+        """The records of a partition, read through the batches' decoded records: call it
+        holding `lock`, as those are exact only between batches."""
+        return stored_customers(self.customers, self.index, partition, self.decoded)
 
     def refresh_figures(self) -> None:
         """Recount the churn figures and the at-risk and active gauges of the owned partitions
@@ -358,6 +358,7 @@ def create_worker(
     metrics = WorkerMetrics(registry)
     engine = partition_engine(settings)
     topics = settings.topics
+    decoded = DecodedRecords(settings.state.decoded_cache_max)
     ingest = IngestBatch(
         engine=engine,
         customers=customers,
@@ -376,7 +377,7 @@ def create_worker(
         rewinder=rewinder or FaustRewinder(app),
         # Straight to the producer, unless tests replaced it (then as Faust sends).
         changelog=ProducerChangelog(customers) if emitter is None else None,
-        decoded=DecodedRecords(settings.state.decoded_cache_max),
+        decoded=decoded,
     )
     worker = Worker(
         app=app,
@@ -389,6 +390,7 @@ def create_worker(
         index=index,
         engine=engine,
         ingest=ingest,
+        decoded=decoded,
     )
     registry.register(
         StateCollector(

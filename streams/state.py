@@ -177,6 +177,19 @@ def stored_customer(table: Any, customer_id: str) -> CustomerState | None:
     return decode_customer(value) if is_customer(value) else None
 
 
+def stored_customers(
+    table: Any, index: PartitionIndex, partition: int, decoded: DecodedRecords
+) -> Iterator[CustomerState]:
+    """A partition's records, for a reader between batches (the figures pass): served from
+    `decoded` where it holds the table's value, else decoded one at a time and not kept.
+    Only between batches: a batch in flight may have changed a kept record in place."""
+    data = table.data
+    for customer_id in tuple(index.customers(partition)):
+        encoded = data.get(customer_id)
+        if is_customer(encoded):
+            yield decoded.get(customer_id, encoded) or decode_customer(encoded)
+
+
 class TableStore:
     """A batch's view of the customer table: reads through changes, writes each once.
 

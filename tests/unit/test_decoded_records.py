@@ -17,7 +17,14 @@ from config import load_settings
 from streams.app import partition_engine
 from streams.codecs import decode_customer, encode_customer
 from streams.ingest import IngestBatch, NoBacklog, Topics
-from streams.state import ClockBook, DecodedRecords, PartitionIndex, TableChangelog, TableStore
+from streams.state import (
+    ClockBook,
+    DecodedRecords,
+    PartitionIndex,
+    TableChangelog,
+    TableStore,
+    stored_customers,
+)
 from tests.unit.test_retention import RING, START, FakeTable
 
 DAY = 86_400.0
@@ -103,6 +110,28 @@ def test_a_sweep_reads_through_the_cache_and_never_evicts(decodes: list[str]) ->
     assert again["a"] is held
     assert decodes.count("a") == 1
     assert len(decodes) == 4  # the one of "b", "c" not kept is decoded by each sweep
+
+
+def test_the_figures_pass_reads_kept_records_and_keeps_none_itself(decodes: list[str]) -> None:
+    """Between batches (the figures timer holds the batch lock) a kept record is exact; a
+    record the pass decodes is not kept, nor one whose table value changed served."""
+    table, index = table_of("a", "b", "c")
+    decoded = DecodedRecords(10)
+    held = batch(table, index, decoded).get("a")
+    replaced = CustomerState.new("b", 2, START, RING)
+    replaced.events = 4
+    batch(table, index, decoded).get("b")
+    table.data["b"] = encode_customer(replaced)
+    del decodes[:]
+
+    read = {state.customer_id: state for state in stored_customers(table, index, 2, decoded)}
+
+    assert read["a"] is held
+    assert read["b"].events == 4
+    assert sorted(decodes) == ["b", "c"]
+    assert len(decoded) == 2  # "a", and "b" as the batch read it (never served again)
+    assert [s.customer_id for s in stored_customers(table, index, 2, decoded)] == list(read)
+    assert sorted(decodes) == ["b", "b", "c", "c"]
 
 
 def test_the_least_recently_written_record_goes_first(decodes: list[str]) -> None:
