@@ -26,7 +26,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from benchmarks import latency, profile, quix, report
-from benchmarks.churnwatch_run import WorkerProcess
+from benchmarks.churnwatch_run import WorkerProcess, add_worker_env_option, worker_env
 from benchmarks.handshake import ContenderError, run_contender
 from benchmarks.measure import BROKER, find_pid, not_measured, unavailable
 from benchmarks.workload import Produced, Workload, produce
@@ -69,8 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--seed", type=int, default=42, help="workload seed (default 42)")
     add("--live-rate", type=float, help="events/s in the latency phase (2,000; quick 1,000)")
     add("--live-seconds", type=float, help="length of the latency phase (60 s; quick 12 s)")
-    add("--worker-env", action="append", default=[], metavar="CHURNWATCH_X=V",
-        help="an extra setting for the churnwatch worker (repeatable)")  # fmt: skip
     add("--quix-python", type=Path, help="a Python with quixstreams (default: own venv)")
     add("--no-install", action="store_true", help="never create the Quix venv")
     add("--profile", action="store_true", help="py-spy the worker's throughput window (slower)")
@@ -78,10 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the worker under benchmarks.latency_probe (to $CWPROBE_OUT)")  # fmt: skip
     add("--cache-dir", type=Path, default=CACHE_DIR, help="Kafka jars, Quix venv (~/.cache/...)")
     add("--keep", action="store_true", help="keep the work directory and its logs")
+    add_worker_env_option(parser)
     args = parser.parse_args(argv)
-    for item in args.worker_env:
-        if "=" not in item or not item.startswith("CHURNWATCH_"):
-            parser.error(f"--worker-env wants CHURNWATCH_NAME=VALUE, not {item!r}")
+    args.worker_env = worker_env(parser, args.worker_env)
     return args
 
 
@@ -239,7 +236,7 @@ def run_main_worker(
         partitions=run.workload.partitions,
         run_id=run.run_id,
         workdir=run.workdir,
-        extra_env=dict(item.split("=", 1) for item in run.args.worker_env),
+        extra_env=run.args.worker_env,
         broker_running=run.broker_running,
         entry="benchmarks.latency_probe" if run.args.probe else "benchmarks.cw_entry",
     )
@@ -269,7 +266,7 @@ def run_shape(run: Run, name: str, envelope_size: int) -> dict[str, Any]:
         partitions=workload.partitions,
         run_id=f"{run.run_id}-{name.replace('_', '-')}",
         workdir=workdir,
-        extra_env=dict(item.split("=", 1) for item in run.args.worker_env),
+        extra_env=run.args.worker_env,
         broker_running=run.broker_running,
     )
     try:

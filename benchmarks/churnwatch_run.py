@@ -11,6 +11,7 @@ walks every customer) costs the worker little.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -284,3 +285,21 @@ def _next_poll(first: Sample | None, count: int, target: int) -> float:
     rate = (count - first.count) / max(time.time() - first.wall, 1e-3)
     remaining = (target - count) / max(rate, 1.0)
     return min(max(remaining / 2, 0.02), 1.0)
+
+
+def add_worker_env_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="CHURNWATCH_X=V",
+        help="an extra setting for the churnwatch worker (repeatable)",
+    )
+
+
+def worker_env(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """The `--worker-env` settings, or the parser's error for one that is not CHURNWATCH_X=V."""
+    for item in items:
+        if "=" not in item or not item.startswith("CHURNWATCH_"):
+            parser.error(f"--worker-env wants CHURNWATCH_NAME=VALUE, not {item!r}")
+    return dict(item.split("=", 1) for item in items)

@@ -34,7 +34,7 @@ from kafka.errors import KafkaError
 from benchmarks import report
 from benchmarks import scaling_report as out
 from benchmarks.__main__ import CACHE_DIR, RESULTS, start_broker
-from benchmarks.churnwatch_run import WorkerProcess
+from benchmarks.churnwatch_run import WorkerProcess, add_worker_env_option, worker_env
 from benchmarks.handshake import ContenderError
 from benchmarks.measure import machine_busy_seconds, process_cpu_seconds
 from benchmarks.workload import Produced, Workload, create_topics, produce
@@ -68,7 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--bootstrap", metavar="HOST:PORT", help="use this broker, not a new embedded one")
     add("--cache-dir", type=Path, default=CACHE_DIR, help="Kafka jars (~/.cache/churnwatch)")
     add("--keep", action="store_true", help="keep the work directory and its logs")
-    return parser.parse_args(argv)
+    add_worker_env_option(parser)
+    args = parser.parse_args(argv)
+    args.worker_env = worker_env(parser, args.worker_env)
+    return args
 
 
 class Scaling:
@@ -107,7 +110,7 @@ class Scaling:
             partitions=4,
             run_id=f"{self.run_id}-{tag}",
             workdir=self.workdir,
-            extra_env={"CHURNWATCH_STORE": f"{store}://"},
+            extra_env={**self.args.worker_env, "CHURNWATCH_STORE": f"{store}://"},
             name=f"{tag}-{name}",
         )
 
