@@ -148,7 +148,6 @@ class Worker:
     index: PartitionIndex
     engine: PartitionEngine
     ingest: IngestBatch
-    decoded: DecodedRecords  # shared with `ingest`
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     agents: dict[str, Any] = field(default_factory=dict)
     figures: FiguresSnapshot = field(default_factory=FiguresSnapshot)
@@ -175,7 +174,7 @@ class Worker:
     def customers_in(self, partition: int) -> Iterator[CustomerState]:
         """The records of a partition, read through the batches' decoded records: call it
         holding `lock`, as those are exact only between batches."""
-        return stored_customers(self.customers, self.index, partition, self.decoded)
+        return stored_customers(self.customers, self.index, partition, self.ingest.decoded)
 
     def refresh_figures(self) -> None:
         """Recount the churn figures and the at-risk and active gauges of the owned partitions
@@ -358,7 +357,6 @@ def create_worker(
     metrics = WorkerMetrics(registry)
     engine = partition_engine(settings)
     topics = settings.topics
-    decoded = DecodedRecords(settings.state.decoded_cache_max)
     ingest = IngestBatch(
         engine=engine,
         customers=customers,
@@ -377,7 +375,7 @@ def create_worker(
         rewinder=rewinder or FaustRewinder(app),
         # Straight to the producer, unless tests replaced it (then as Faust sends).
         changelog=ProducerChangelog(customers) if emitter is None else None,
-        decoded=decoded,
+        decoded=DecodedRecords(settings.state.decoded_cache_max),
     )
     worker = Worker(
         app=app,
@@ -390,7 +388,6 @@ def create_worker(
         index=index,
         engine=engine,
         ingest=ingest,
-        decoded=decoded,
     )
     registry.register(
         StateCollector(

@@ -187,7 +187,8 @@ class IngestBatch:
         self._engine = engine
         self._customers = customers
         self._changelog = TableChangelog(customers) if changelog is None else changelog
-        self._decoded = DecodedRecords(0) if decoded is None else decoded
+        # Kept between batches; a reader holding the batch lock may read through them too.
+        self.decoded = DecodedRecords(0) if decoded is None else decoded
         self._clocks = clocks
         self._index = index
         self._limits = limits
@@ -360,9 +361,9 @@ class IngestBatch:
         """A batch's view of the customer table. When the batch fails, the records kept
         decoded between batches are dropped: they may hold changes it never wrote."""
         try:
-            yield TableStore(self._customers, self._index, self._changelog, self._decoded)
+            yield TableStore(self._customers, self._index, self._changelog, self.decoded)
         except BaseException:
-            self._decoded.clear()
+            self.decoded.clear()
             raise
 
     async def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
