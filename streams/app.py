@@ -178,7 +178,7 @@ class Worker:
 
     def refresh_figures(self) -> None:
         """Recount the churn figures and the at-risk and active gauges of the owned partitions
-        (a timer calls this, not a scrape): one pass, every record decoded once."""
+        (a timer calls this, not a scrape): one pass, every record read once, one at a time."""
         if not self.settled():
             return  # keep the last complete figures while state is being restored
         started, counted_at = time.monotonic(), time.time()
@@ -186,14 +186,12 @@ class Worker:
         watermarks = self.clocks.watermarks(owned)
         tally = StateTally(self.settings.churn.activity_window_days, self.engine.segment_by)
 
-        def counted(partition: int) -> list[CustomerState]:
-            customers = list(self.customers_in(partition))
-            tally.add(customers, watermarks.get(partition))
-            return customers
+        def counted(partition: int) -> Iterator[CustomerState]:
+            return tally.counting(self.customers_in(partition), watermarks.get(partition))
 
         self.figures = figures_snapshot(self.engine, counted, watermarks)
         for partition in owned - watermarks.keys():
-            counted(partition)
+            tally.add(self.customers_in(partition), None)
         self.tally = tally
         self.refreshed_at = counted_at
         self.refresh_seconds = time.monotonic() - started

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from churnwatch.domain.alerts import OpenAlert
 from churnwatch.domain.billing import Account, Timeline
 from churnwatch.domain.customer import CustomerState
 from churnwatch.domain.engagement import day_of
-from streams.figures import RefreshBudget, StateTally
+from streams.figures import RefreshBudget, StateTally, figures_snapshot
 from tests.unit.test_usage_agent import DAY, START, ListEmitter, Msg, plain_worker, usage
 
 RING = 38
@@ -41,6 +43,43 @@ def test_the_tally_counts_at_risk_by_reason_severity_and_mrr_and_active_by_segme
     assert tally.by_severity == {"warning": 1, "critical": 1}
     assert tally.mrr_by_severity == {"critical": 123.45}  # the unsubscribed one has none
     assert tally.active == {("pro",): 1, ("unknown",): 1}  # quiet: idle for 40 days
+
+
+class TrackedState(CustomerState):
+    """A record the test can hold a weak reference to, to see when the pass lets go of it."""
+
+    __slots__ = ("__weakref__",)
+
+
+def test_a_figures_pass_holds_one_decoded_record_at_a_time(tmp_path: Path) -> None:
+    # At 1M customers a partition is 250,000 records, ~750 MB decoded: a pass that listed
+    # them before counting grew the worker's heap by that much, and the heap kept it.
+    worker = plain_worker(tmp_path, ListEmitter())
+    today = START + 40 * DAY
+    held: list[weakref.ref[TrackedState]] = []
+    most_alive = 0
+
+    def records(partition: int) -> Iterator[CustomerState]:
+        nonlocal most_alive
+        for number in range(200):
+            most_alive = max(most_alive, sum(ref() is not None for ref in held))
+            state = TrackedState.new(f"c-{partition}-{number}", partition, today - DAY, RING)
+            state.ring.add(day_of(today - DAY), 1.0)
+            state.billing = Timeline(Account(subscribed=True, mrr_cents=100, plan="pro"))
+            held.append(weakref.ref(state))
+            yield state
+
+    tally = StateTally(activity_window_days=30, segment_by=())
+    watermarks = {0: today, 1: today}
+
+    snapshot = figures_snapshot(
+        worker.engine, lambda p: tally.counting(records(p), watermarks[p]), watermarks
+    )
+
+    assert tally.active == {(): 400}  # every record was counted ...
+    for view in snapshot.views.values():  # ... for both periods' churn figures too
+        assert sum(figures.end_customers for figures in view.figures.values()) == 400
+    assert most_alive == 1  # ... and let go of before the next was read
 
 
 def test_a_partition_without_a_watermark_counts_alerts_but_no_activity() -> None:
