@@ -9,9 +9,10 @@ from typing import Any, Final
 from churnwatch.domain.alerts import OpenAlert, Severity
 from churnwatch.domain.billing import Account, BillingEvent, Timeline
 from churnwatch.domain.dedupe import RecentIds
-from churnwatch.domain.engagement import DailyRing, day_of
+from churnwatch.domain.engagement import DailyRing, active_slots, day_of
 
-RECORD_VERSION: Final = 1
+RECORD_VERSION: Final = 2  # 2: the ring holds its active days only (1, every day, still reads)
+READABLE_VERSIONS: Final = (1, 2)
 ACTIVITY_MARKS_KEPT: Final = 3
 
 
@@ -98,11 +99,7 @@ class CustomerState:
             "p": self.partition,
             "first": self.first_seen,
             "last": self.last_seen,
-            "head": self.ring.head_day,
-            "vol": self.ring.volume.tolist(),
-            "act": format(self.ring.active, "x"),  # hex: may exceed JSON's 64-bit integers
-            "us": self.ring.users.tolist(),
-            "ks": self.ring.kinds.tolist(),
+            **_ring_plain(self.ring),
             "n": self.events,
             "off": self.usage_offset,
         }
@@ -140,11 +137,9 @@ class CustomerState:
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> CustomerState:
-        if plain.get("v") != RECORD_VERSION:
-            raise ValueError(f"unknown customer record version {plain.get('v')!r}")
-        volume = array("q", plain["vol"])
-        empty = bytes(8 * len(volume))  # records written before breadth was kept
-        users, kinds = (array("Q", plain.get(key) or empty) for key in ("us", "ks"))
+        version = plain.get("v")
+        if type(version) is not int or version not in READABLE_VERSIONS:
+            raise ValueError(f"unknown customer record version {version!r}")
         alert = plain.get("alert")
         bill = plain.get("bill")
         return cls(
@@ -152,15 +147,7 @@ class CustomerState:
             partition=plain["p"],
             first_seen=plain["first"],
             last_seen=plain["last"],
-            ring=DailyRing(
-                size=len(volume),
-                head_day=plain["head"],
-                volume=volume,
-                active=int(plain["act"], 16),
-                users=users,
-                kinds=kinds,
-                gone=plain.get("gone"),
-            ),
+            ring=_ring_from_plain(plain),
             events=plain["n"],
             usage_offset=plain["off"],
             billing_offset=plain.get("boff", -1),
@@ -174,6 +161,58 @@ class CustomerState:
             recent_ids=RecentIds.from_plain(plain["ids"]) if "ids" in plain else None,
             evaluated_day=plain.get("ed"),
         )
+
+
+def _ring_plain(ring: DailyRing) -> dict[str, Any]:
+    """The ring's days with any event only, in slot order, and its size when it has others.
+
+    A day without an event holds zeros, and most days of a quiet customer's ring are such
+    days: written out, they were half of a record of one event (~230 of 450 bytes).
+    """
+    slots = active_slots(ring.active)
+    volume, users, kinds = ring.volume, ring.users, ring.kinds
+    plain: dict[str, Any] = {
+        "head": ring.head_day,
+        "vol": [volume[slot] for slot in slots],
+        "act": format(ring.active, "x"),  # hex: may exceed JSON's 64-bit integers
+        "us": [users[slot] for slot in slots],
+        "ks": [kinds[slot] for slot in slots],
+    }
+    if len(slots) < ring.size:
+        plain["sz"] = ring.size
+    return plain
+
+
+def _ring_from_plain(plain: dict[str, Any]) -> DailyRing:
+    """Without `sz` the ring holds every day (a full ring, or a version 1 record)."""
+    volume: list[int] = plain["vol"]
+    size: int = plain.get("sz", len(volume))
+    active = int(plain["act"], 16)
+    empty = [0] * len(volume)  # version 1 records written before breadth was kept
+    users: list[int] = plain.get("us") or empty
+    kinds: list[int] = plain.get("ks") or empty
+    if len(volume) == size:
+        ring_volume, ring_users, ring_kinds = (
+            array("q", volume),
+            array("Q", users),
+            array("Q", kinds),
+        )
+    else:
+        ring_volume, ring_users, ring_kinds = (array(code, bytes(8 * size)) for code in "qQQ")
+        slots = active_slots(active)
+        if not len(slots) == len(volume) == len(users) == len(kinds):
+            raise ValueError(f"ring of {len(slots)} active days holds {len(volume)} values")
+        for slot, day_volume, day_users, day_kinds in zip(slots, volume, users, kinds, strict=True):
+            ring_volume[slot], ring_users[slot], ring_kinds[slot] = day_volume, day_users, day_kinds
+    return DailyRing(
+        size=size,
+        head_day=plain["head"],
+        volume=ring_volume,
+        active=active,
+        users=ring_users,
+        kinds=ring_kinds,
+        gone=plain.get("gone"),
+    )
 
 
 def _alert_from_plain(alert: list[Any]) -> OpenAlert:

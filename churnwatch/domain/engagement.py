@@ -69,6 +69,17 @@ def ring_days_needed(longest_window_days: int, allowed_lateness_seconds: float) 
     return longest_window_days + math.ceil(allowed_lateness_seconds / SECONDS_PER_DAY) + 2
 
 
+def active_slots(active: int) -> list[int]:
+    """The slots a ring's `active` bits mark, lowest first: the days with any event. Every
+    other slot holds zeros (`DailyRing` clears a slot's values with its bit)."""
+    slots = []
+    while active:
+        lowest = active & -active
+        slots.append(lowest.bit_length() - 1)
+        active ^= lowest
+    return slots
+
+
 @dataclass(slots=True)
 class DailyRing:
     """Usage volume and an activity bit per day, for the `size` days ending at `head_day`.

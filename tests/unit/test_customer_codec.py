@@ -146,9 +146,58 @@ def test_unknown_record_version_is_refused(version: object) -> None:
         decode_customer(orjson.dumps(plain))
 
 
+def _version_1_plain(state: CustomerState) -> dict[str, object]:
+    """The plain form release 1 wrote: every day of the ring, zeros included."""
+    plain = state.to_plain()
+    plain.pop("sz", None)
+    plain.update(
+        v=1,
+        vol=state.ring.volume.tolist(),
+        us=state.ring.users.tolist(),
+        ks=state.ring.kinds.tolist(),
+    )
+    return plain
+
+
+@given(customer_states(max_ring_days=LARGEST_RING))
+def test_version_1_records_still_read(state: CustomerState) -> None:
+    assert CustomerState.from_plain(_version_1_plain(state)) == state
+
+
+def test_a_record_keeps_the_active_days_of_its_ring_only() -> None:
+    state = CustomerState.new("c-1", 0, EARLIEST, 38)
+    state.ring.add(day_of(EARLIEST) + 3, 2.5, 1 << 5, 1 << 9)
+
+    plain = state.to_plain()
+
+    assert (plain["vol"], plain["us"], plain["ks"], plain["sz"]) == ([2500], [32], [512], 38)
+    assert len(encode_customer(state)) < len(orjson.dumps(_version_1_plain(state))) - 200
+    assert decode_customer(encode_customer(state)) == state
+
+
+def test_a_full_ring_is_written_whole_without_its_size() -> None:
+    state = _daily_customer(10)
+
+    plain = state.to_plain()
+
+    assert "sz" not in plain
+    assert plain["vol"] == state.ring.volume.tolist()
+    assert CustomerState.from_plain(plain) == state
+
+
+def test_a_ring_whose_values_do_not_match_its_active_days_is_refused() -> None:
+    state = CustomerState.new("c-1", 0, EARLIEST, 38)
+    state.ring.add(day_of(EARLIEST), 1.0)
+    plain = state.to_plain()
+    plain["act"] = "3"  # two active days, one value
+
+    with pytest.raises(ValueError, match="ring of 2 active days holds 1 values"):
+        CustomerState.from_plain(plain)
+
+
 def test_records_written_before_breadth_and_severity_were_kept_still_read() -> None:
     state = _daily_customer(10)
-    plain = state.to_plain()
+    plain = _version_1_plain(state)
     del plain["us"], plain["ks"]
     plain["alert"] = plain["alert"][:4]
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from churnwatch.domain.engagement import (
     SECONDS_PER_DAY,
     DailyRing,
+    active_slots,
     breadth_bit,
     day_of,
     ring_days_needed,
@@ -120,6 +121,19 @@ def test_volume_of_the_wrong_length_is_refused() -> None:
         DailyRing(size=7, head_day=0, volume=DailyRing(size=3, head_day=0).volume)
 
 
+def assert_inactive_slots_hold_zeros(ring: DailyRing) -> None:
+    """What lets a record keep a ring's active days only (streams/codecs.py)."""
+    active = set(active_slots(ring.active))
+    assert active == {slot for slot in range(ring.size) if ring.active >> slot & 1}
+    for slot in set(range(ring.size)) - active:
+        assert (ring.volume[slot], ring.users[slot], ring.kinds[slot]) == (0, 0, 0)
+
+
+@given(st.integers(0, 2**130))
+def test_active_slots_are_the_set_bits_lowest_first(active: int) -> None:
+    assert active_slots(active) == [bit for bit in range(131) if active >> bit & 1]
+
+
 @given(
     size=st.integers(1, 40),
     start_head=st.integers(-20, 20),
@@ -158,6 +172,7 @@ def test_ring_agrees_with_a_brute_force_model(
             return forgotten
         return max(days, default=None)
 
+    assert_inactive_slots_hold_zeros(ring)
     assert math.isclose(ring.total(first, last), expected_total(first, last), abs_tol=1e-6)
     for day in range(-70, 161):
         assert math.isclose(ring.total(day, day), expected_total(day, day), abs_tol=1e-6)
@@ -243,6 +258,7 @@ def test_a_ring_told_what_to_keep_grows_and_fits_back_without_changing_any_answe
         if fit:
             ring.fit(size, keep_from)
             assert ring.size >= size
+        assert_inactive_slots_hold_zeros(ring)
         for first in range(keep_from, ring.head_day + 1):
             assert ring.total(first, first) == reference.total(first, first)
             assert ring.breadth_between(first, first) == reference.breadth_between(first, first)
