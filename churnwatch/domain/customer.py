@@ -169,17 +169,21 @@ def _ring_plain(ring: DailyRing) -> dict[str, Any]:
     A day without an event holds zeros, and most days of a quiet customer's ring are such
     days: written out, they were half of a record of one event (~230 of 450 bytes).
     """
-    slots = active_slots(ring.active)
-    volume, users, kinds = ring.volume, ring.users, ring.kinds
     plain: dict[str, Any] = {
         "head": ring.head_day,
-        "vol": [volume[slot] for slot in slots],
         "act": format(ring.active, "x"),  # hex: may exceed JSON's 64-bit integers
-        "us": [users[slot] for slot in slots],
-        "ks": [kinds[slot] for slot in slots],
     }
-    if len(slots) < ring.size:
-        plain["sz"] = ring.size
+    if ring.active.bit_count() == ring.size:
+        plain.update(vol=ring.volume.tolist(), us=ring.users.tolist(), ks=ring.kinds.tolist())
+        return plain
+    slots = active_slots(ring.active)
+    volume, users, kinds = ring.volume, ring.users, ring.kinds
+    plain.update(
+        vol=[volume[slot] for slot in slots],
+        us=[users[slot] for slot in slots],
+        ks=[kinds[slot] for slot in slots],
+        sz=ring.size,
+    )
     return plain
 
 
