@@ -4,6 +4,8 @@ and their changelog records go straight to the producer."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,6 +44,31 @@ def test_a_batch_write_tells_the_store_its_partition_and_leaves_no_event_behind(
     assert table.data == {"c-1": "state", "c-2": "other"}
     assert table.data.partitions == [3, 0]
     assert current_event() is None
+
+
+class MarkerKeepingData(dict[str, Any]):
+    """Keeps a weak reference to each write's stand-in event, to see when it is freed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.markers: list[weakref.ref[Any]] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.markers.append(weakref.ref(current_event()))
+        super().__setitem__(key, value)
+
+
+def test_a_batch_write_frees_its_stand_in_event_without_the_garbage_collector() -> None:
+    # A day's evaluation writes every customer: a stand-in left for the collector per write
+    # was 56 B each, held until a collection of its generation came.
+    table = SimpleNamespace(data=MarkerKeepingData())
+    gc.disable()
+    try:
+        put_in_partition(table, 1, "c-1", "state")
+
+        assert [marker() for marker in table.data.markers] == [None]
+    finally:
+        gc.enable()
 
 
 TOPIC = "cw-customers-changelog"
