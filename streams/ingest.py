@@ -261,8 +261,9 @@ class IngestBatch:
                 else:
                     processed[message.topic] += 1
 
-        for partition, read in next_offsets.items():
-            with self._store() as store:
+        with self._store() as store:
+            clocks: list[PartitionClock] = []
+            for partition, read in next_offsets.items():
                 clock = self._clocks.get(partition)
                 for topic, offset in read.items():
                     clock.next_offsets[topic] = max(clock.next_offsets.get(topic, 0), offset)
@@ -273,6 +274,7 @@ class IngestBatch:
                 )
                 if result.cutoffs is not None:
                     self.cutoffs[partition] = result.cutoffs
+                clocks.append(clock)
                 too_late = InvalidEventError("late", "event time is older than the watermark")
                 for position in result.late:
                     await self._dead_letter(events.source(position), too_late, now)
@@ -290,10 +292,10 @@ class IngestBatch:
                 await self._forget(result.expired, store)
                 for closed in result.closed:
                     await self.record_period(closed)
-                await self._write(store, clock)
                 # Sent: not held while the next partition is processed (a day's health
                 # changes of a whole partition, ~600 B each).
                 del result, events
+            await self._write(store, clocks)
         for topic, count in processed.items():
             if count:
                 self._metrics.events_processed.labels(topic).inc(count)
@@ -337,9 +339,10 @@ class IngestBatch:
 
     async def advance(self, partitions: set[int], to_time: float) -> None:
         """Move owned partitions' event time to `to_time` (live clock), as a heartbeat would."""
-        now = self._wall_clock()
-        for partition in partitions:
-            with self._store() as store:
+        with self._store() as store:
+            clocks: list[PartitionClock] = []
+            now = self._wall_clock()
+            for partition in partitions:
                 clock = self._clocks.get(partition)
                 result = self._engine.process(
                     clock,
@@ -348,13 +351,14 @@ class IngestBatch:
                 )
                 if result.cutoffs is not None:
                     self.cutoffs[partition] = result.cutoffs
+                clocks.append(clock)
                 await self._publish_all(result.alerts, now)
                 await self._publish_health(result.health)
                 await self._forget(result.expired, store)
                 for closed in result.closed:
                     await self.record_period(closed)
-                await self._write(store, clock)
                 del result  # sent: not held while the next partition is processed
+            await self._write(store, clocks)
 
     @contextmanager
     def _store(self) -> Iterator[TableStore]:
@@ -366,28 +370,24 @@ class IngestBatch:
             self.decoded.clear()
             raise
 
-    async def _write(self, store: TableStore, clock: PartitionClock) -> None:
-        """A partition's part of the batch, once processed: its outputs first, then its
-        customer records, then its clock.
+    async def _write(self, store: TableStore, clocks: list[PartitionClock]) -> None:
+        """The batch's outputs first, then customer records, then clocks.
 
         A crash can persist some of a batch's records without its clock; the next owner
         then reads the batch again but skips what those records already hold, alerts and
         health included (`CustomerState.evaluated_day`), so the outputs must be on the
-        broker before any record. The clock is sent after every record of its partition, to
-        the same changelog partition: a rebalance that flushes the producer while the
-        records go out (sending one can wait for the producer's buffer) persists some
-        records without their clock, the case above, never a clock ahead of the records it
-        counted (the next owner would then call the batch's events late).
-
-        Written partition by partition, not at the batch's end: a batch that closes a day
-        on every partition rewrites every record, and held them all until then (at 1M
-        customers, a second copy of every record on the heap at once).
+        broker before any record. Clocks are sent after every record of the batch, to the
+        same changelog partitions: a rebalance that flushes the producer while the records
+        go out (sending one can wait for the producer's buffer) persists some records
+        without their clock, the case above, never a clock ahead of the records it counted
+        (the next owner would then call the batch's events late).
         """
         if self._unflushed:
             await self._emitter.flush()
             self._unflushed = False
         await store.flush()
-        self._clocks.save(clock)
+        for clock in clocks:
+            self._clocks.save(clock)
 
     async def _unread_inputs(self, clock: PartitionClock) -> frozenset[str]:
         """Inputs of the clock's partition with messages beyond those processed so far."""

@@ -115,7 +115,7 @@ class PartitionIndex:
         members = self._members.get(partition)
         if members is None:
             # One pass indexes every partition not indexed yet. An indexed one is left alone:
-            # the table can still hold a record its batch deleted (written once it is processed).
+            # the table can still hold a record its batch deleted (written at the batch's end).
             found: dict[int, set[str]] = {}
             for key, value in self._table.data.items():
                 if is_customer(value):

@@ -51,7 +51,7 @@ class CustomerStore(Protocol):
     def get(self, customer_id: str) -> CustomerState | None: ...
 
     def put(self, state: CustomerState) -> None:
-        """Record a changed customer: written once, after the partition's part of the batch."""
+        """Record a changed customer: written once at the end of the batch."""
 
     def in_partition(self, partition: int) -> Iterable[CustomerState]:
         """Every record of the partition (read once or twice per day evaluated). A record got
