@@ -8,13 +8,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from churnwatch.domain.partition import PartitionEngine
-from config import load_settings
-from streams.app import MemoryPeriodSink, create_worker
-from streams.ingest import NoBacklog
-from tests.unit.test_usage_agent import DAY, START, ListEmitter, Msg, ScriptedRewinder, usage
+from tests.unit.test_usage_agent import DAY, START, ListEmitter, Msg, plain_worker, usage
 
 USAGE = "usage-events"
 
@@ -50,16 +45,7 @@ class WatchedEngine:
 
 
 def test_each_partition_result_is_let_go_of_before_the_next(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600)
-    worker = create_worker(
-        settings,
-        CollectorRegistry(),
-        emitter=ListEmitter(),
-        periods=MemoryPeriodSink(),
-        backlog=NoBacklog(),
-        owned=lambda: {0, 1},
-        rewinder=ScriptedRewinder(),
-    )
+    worker = plain_worker(tmp_path, ListEmitter(), owned=frozenset({0, 1}))
     engine = WatchedEngine(worker.ingest._engine)
     worker.ingest._engine = engine  # type: ignore[assignment]
     batch = [

@@ -214,9 +214,10 @@ def plain_worker(
     tmp_path: Path,
     emitter: ListEmitter,
     rewinder: ScriptedRewinder | None = None,
+    owned: frozenset[int] = frozenset({0}),
     **overrides: Any,
 ) -> Worker:
-    """A worker whose batches the test hands over itself (no Faust stream), partition 0."""
+    """A worker whose batches the test hands over itself (no Faust stream), of `owned`."""
     settings = load_settings(data_dir=tmp_path, allowed_lateness_seconds=3600, **overrides)
     return create_worker(
         settings,
@@ -224,7 +225,7 @@ def plain_worker(
         emitter=emitter,
         periods=MemoryPeriodSink(),
         backlog=NoBacklog(),
-        owned=lambda: {0},
+        owned=lambda: set(owned),
         rewinder=rewinder or ScriptedRewinder(),
     )
 
