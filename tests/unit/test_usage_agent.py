@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from churnwatch.domain.customer import CustomerState
 from config import load_settings
-from streams.app import MemoryPeriodSink, Worker, create_worker
+from streams.app import PRODUCER_BATCH_BYTES, MemoryPeriodSink, Worker, create_worker
 from streams.ingest import NoBacklog, NoRewind
 
 DAY = 86_400.0
@@ -294,3 +294,16 @@ def test_a_batchs_outputs_reach_the_broker_before_its_records(tmp_path: Path) ->
     quiet = [Msg(topic, 0, 2, b"c-1", usage("c-1", START + 60, n=2))]
     asyncio.run(worker.ingest.handle(quiet))
     assert emitter.flushes == 1  # nothing sent: nothing to wait for
+
+
+def test_the_producer_takes_a_batchs_records_for_a_partition_in_one_request(
+    tmp_path: Path, emitter: ListEmitter
+) -> None:
+    # A batch hands its ~1,000 records (~300 B each) to the producer at once, all to one
+    # partition when the worker owns one; with aiokafka's 16 KiB a partition's batch filled
+    # after ~50, and the rest waited for the sender (streams/app.py).
+    worker = plain_worker(tmp_path, emitter)
+    producer = worker.app.producer._settings_default()
+
+    assert producer["max_batch_size"] == PRODUCER_BATCH_BYTES >= 1_000 * 300
+    assert producer["max_batch_size"] < producer["max_request_size"]
