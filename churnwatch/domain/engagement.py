@@ -1,7 +1,8 @@
 """Usage per UTC day in a fixed ring: the one engagement record each customer keeps.
 
 Rolling sums ("last 7 days", "28 days before that") come from the ring in O(days), with one
-record per customer instead of one key per window. Days are whole UTC days since the epoch.
+record per customer instead of one key per window; a window is at most two slices of it.
+Days are whole UTC days since the epoch.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import or_
 from typing import Final
 
 SECONDS_PER_DAY: Final = 86_400
@@ -40,7 +42,7 @@ def breadth_bit(value: str | None) -> int:
 
 def distinct_estimate(bitmap: int) -> float:
     """Linear-counting estimate of the distinct values hashed into a 64-bit word."""
-    zeros = BREADTH_BITS - bin(bitmap).count("1")
+    zeros = BREADTH_BITS - bitmap.bit_count()
     if zeros == 0:
         zeros = 1  # saturated: the estimate's ceiling (~266 distinct values)
     return 0.0 - BREADTH_BITS * math.log(zeros / BREADTH_BITS)
@@ -139,30 +141,38 @@ class DailyRing:
     def breadth_between(self, first_day: int, last_day: int) -> tuple[float, float]:
         """Estimated distinct (users, event types) over days first_day..last_day inclusive."""
         users = kinds = 0
-        for day in self._held(first_day, last_day):
-            users |= self.users[day % self.size]
-            kinds |= self.kinds[day % self.size]
+        for start, stop in self._runs(first_day, last_day):
+            users = reduce(or_, self.users[start:stop], users)
+            kinds = reduce(or_, self.kinds[start:stop], kinds)
         return distinct_estimate(users), distinct_estimate(kinds)
 
     def active_days(self, first_day: int, last_day: int) -> int:
         """Days with any event among first_day..last_day inclusive."""
-        return sum(self.active >> (day % self.size) & 1 for day in self._held(first_day, last_day))
+        return self._active_bits(first_day, last_day).bit_count()
 
     def total(self, first_day: int, last_day: int) -> float:
         """Sum of usage over days first_day..last_day inclusive (days outside the ring count 0)."""
-        units = sum(self.volume[day % self.size] for day in self._held(first_day, last_day))
+        units = 0
+        for start, stop in self._runs(first_day, last_day):
+            units += sum(self.volume[start:stop])
         return units / UNITS_PER_QUANTITY
 
     def active_between(self, first_day: int, last_day: int) -> bool:
         """Any event on days first_day..last_day inclusive (days the ring no longer holds: no)."""
-        return any(self.active >> (day % self.size) & 1 for day in self._held(first_day, last_day))
+        return self._active_bits(first_day, last_day) != 0
 
     def last_active_day(self, before_day: int) -> int | None:
         """Latest day before `before_day` with any event (None: none, or none the ring knows:
         it remembers only the latest of the days it forgot)."""
-        for day in range(min(before_day - 1, self.head_day), self.oldest_day - 1, -1):
-            if self.active >> (day % self.size) & 1:
-                return day
+        last = min(before_day - 1, self.head_day)
+        if last >= self.oldest_day:
+            slot = last % self.size
+            if self.active >> slot & 1:  # the usual answer: the latest day asked about
+                return last
+            for start, stop in reversed(self._runs(self.oldest_day, last)):
+                bits = self.active >> start & (1 << stop - start) - 1
+                if bits:
+                    return last - (slot - (start + bits.bit_length() - 1)) % self.size
         if self.gone is not None and self.gone < before_day:
             return self.gone
         return None
@@ -176,8 +186,23 @@ class DailyRing:
         self._resize(wanted)
         return True
 
-    def _held(self, first_day: int, last_day: int) -> Iterator[int]:
-        return iter(range(max(first_day, self.oldest_day), min(last_day, self.head_day) + 1))
+    def _runs(self, first_day: int, last_day: int) -> tuple[tuple[int, int], ...]:
+        """The slots of the days first_day..last_day the ring holds, in day order, as at most
+        two [start, stop) runs: a window's sum or union is then a slice or two, read in C."""
+        first, last = max(first_day, self.oldest_day), min(last_day, self.head_day)
+        if first > last:
+            return ()
+        start, stop = first % self.size, last % self.size + 1
+        if start < stop:
+            return ((start, stop),)
+        return ((start, self.size), (0, stop))
+
+    def _active_bits(self, first_day: int, last_day: int) -> int:
+        """The `active` bits of the days first_day..last_day the ring holds."""
+        bits = 0
+        for start, stop in self._runs(first_day, last_day):
+            bits |= self.active & ((1 << stop - start) - 1) << start
+        return bits
 
     def _advance(self, day: int) -> None:
         for stale in range(self.head_day + 1, min(day, self.head_day + self.size) + 1):

@@ -16,6 +16,7 @@ from churnwatch.domain.engagement import (
     active_slots,
     breadth_bit,
     day_of,
+    distinct_estimate,
     ring_days_needed,
 )
 
@@ -137,26 +138,31 @@ def test_active_slots_are_the_set_bits_lowest_first(active: int) -> None:
 @given(
     size=st.integers(1, 40),
     start_head=st.integers(-20, 20),
-    additions=st.lists(st.tuples(st.integers(-60, 150), amounts), max_size=60),
+    additions=st.lists(
+        st.tuples(st.integers(-60, 150), amounts, st.integers(0, 63), st.integers(0, 63)),
+        max_size=60,
+    ),
     first=st.integers(-70, 160),
     last=st.integers(-70, 160),
 )
 def test_ring_agrees_with_a_brute_force_model(
     size: int,
     start_head: int,
-    additions: list[tuple[int, float]],
+    additions: list[tuple[int, float, int, int]],
     first: int,
     last: int,
 ) -> None:
     ring = DailyRing(size=size, head_day=start_head)
     head = start_head
     accepted: list[tuple[int, float]] = []
-    for day, amount in additions:
+    bits: list[tuple[int, int, int]] = []  # day, user bit, event-type bit
+    for day, amount, user, kind in additions:
         fits = day > head - size
-        assert ring.add(day, amount) is fits
+        assert ring.add(day, amount, 1 << user, 1 << kind) is fits
         if fits:
             head = max(head, day)
             accepted.append((day, amount))
+            bits.append((day, 1 << user, 1 << kind))
     assert ring.head_day == head
 
     def held(day: int) -> bool:
@@ -172,8 +178,27 @@ def test_ring_agrees_with_a_brute_force_model(
             return forgotten
         return max(days, default=None)
 
+    def expected_window(a: int, b: int) -> tuple[int, int, int]:
+        """Active days, and the union of user and of event-type bits, over days a..b held."""
+        days = {day for day, _ in accepted if held(day) and a <= day <= b}
+        users = kinds = 0
+        for day, user, kind in bits:
+            if held(day) and a <= day <= b:
+                users, kinds = users | user, kinds | kind
+        return len(days), users, kinds
+
+    def assert_window(a: int, b: int) -> None:
+        assert math.isclose(ring.total(a, b), expected_total(a, b), abs_tol=1e-6)
+        active, users, kinds = expected_window(a, b)
+        assert ring.active_days(a, b) == active
+        assert ring.active_between(a, b) is (active > 0)
+        assert ring.breadth_between(a, b) == (distinct_estimate(users), distinct_estimate(kinds))
+
     assert_inactive_slots_hold_zeros(ring)
-    assert math.isclose(ring.total(first, last), expected_total(first, last), abs_tol=1e-6)
+    assert_window(first, last)
+    for b in range(head - size - 1, head + 2):  # windows that wrap around the ring's end
+        for a in (b - size, b - 3, b):
+            assert_window(a, b)
     for day in range(-70, 161):
         assert math.isclose(ring.total(day, day), expected_total(day, day), abs_tol=1e-6)
         assert ring.last_active_day(day) == expected_last_active(day)
