@@ -309,7 +309,7 @@ class Settings(BaseSettings):
     )
 
     batch_max_events: int = Field(4000, ge=1, description="events folded per batch at most")
-    batch_within_seconds: float = Field(0.2, gt=0, description="wait at most this for a batch")
+    batch_within_seconds: float = Field(0.1, gt=0, description="wait at most this for a batch")
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=60_000, description="longest the broker holds a fetch with nothing new"
     )
