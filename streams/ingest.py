@@ -28,6 +28,7 @@ from churnwatch.domain.envelopes import (
 from churnwatch.domain.events import Heartbeat, usage_from_payload
 from churnwatch.domain.health import CustomerHealth
 from churnwatch.domain.partition import (
+    BatchResult,
     ClosedPeriod,
     Item,
     Labels,
@@ -272,8 +273,6 @@ class IngestBatch:
                 result = self._engine.process_items(
                     clock, events.offsets(), events.items, store, backlog
                 )
-                if result.cutoffs is not None:
-                    self.cutoffs[partition] = result.cutoffs
                 clocks.append(clock)
                 too_late = InvalidEventError("late", "event time is older than the watermark")
                 for position in result.late:
@@ -287,11 +286,7 @@ class IngestBatch:
                     self._metrics.dedupe_forgotten.inc(result.forgotten_ids)
                 for position in (*result.late, *result.rejected):  # dead-lettered instead
                     processed[events.topic(position)] -= 1
-                await self._publish_all(result.alerts, now)
-                await self._publish_health(result.health)
-                await self._forget(result.expired, store)
-                for closed in result.closed:
-                    await self.record_period(closed)
+                await self._settle(partition, result, store, now)
                 # Sent: not held while the next partition is processed (a day's health
                 # changes of a whole partition, ~600 B each).
                 del result, events
@@ -349,16 +344,24 @@ class IngestBatch:
                     [(-1, Heartbeat(to_time, "usage")), (-1, Heartbeat(to_time, "billing"))],
                     store,
                 )
-                if result.cutoffs is not None:
-                    self.cutoffs[partition] = result.cutoffs
                 clocks.append(clock)
-                await self._publish_all(result.alerts, now)
-                await self._publish_health(result.health)
-                await self._forget(result.expired, store)
-                for closed in result.closed:
-                    await self.record_period(closed)
+                await self._settle(partition, result, store, now)
                 del result  # sent: not held while the next partition is processed
             await self._write(store, clocks)
+
+    async def _settle(
+        self, partition: int, result: BatchResult, store: TableStore, now: float
+    ) -> None:
+        """What a partition's part of a batch (or of a clock advance) found, sent on: its
+        low-engagement cutoffs kept, its alerts and health published, its expired customers
+        forgotten, its closed periods stored."""
+        if result.cutoffs is not None:
+            self.cutoffs[partition] = result.cutoffs
+        await self._publish_all(result.alerts, now)
+        await self._publish_health(result.health)
+        await self._forget(result.expired, store)
+        for closed in result.closed:
+            await self.record_period(closed)
 
     @contextmanager
     def _store(self) -> Iterator[TableStore]:

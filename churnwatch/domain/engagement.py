@@ -172,7 +172,8 @@ class DailyRing:
             for start, stop in reversed(self._runs(self.oldest_day, last)):
                 bits = self.active >> start & (1 << stop - start) - 1
                 if bits:
-                    return last - (slot - (start + bits.bit_length() - 1)) % self.size
+                    found = start + bits.bit_length() - 1  # the run's highest active slot
+                    return last - (slot - found) % self.size  # the held day in that slot
         if self.gone is not None and self.gone < before_day:
             return self.gone
         return None
