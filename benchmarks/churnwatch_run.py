@@ -119,10 +119,23 @@ class WorkerProcess:
         """Create the worker's own topics (unless a first worker of its group did) and launch
         it (returns at once)."""
         if create_topics:
+            # The broker stamps alerts and changelog records as it appends them: latency is
+            # measured to the moment a record is on the topic, not to when the worker's
+            # producer was handed it (the batch's flush can come long after).
+            appended = {"message.timestamp.type": "LogAppendTime"}
             _create_topics(
                 self.bootstrap,
-                [self.billing_topic, self.alerts_topic, self.dead_letters_topic],
+                [
+                    self.billing_topic,
+                    self.alerts_topic,
+                    self.dead_letters_topic,
+                    self.changelog_topic,
+                ],
                 self.partitions,
+                configs={
+                    self.alerts_topic: appended,
+                    self.changelog_topic: {**appended, "cleanup.policy": "compact"},
+                },
             )
         self._log_checked = 0
         with self.log_path.open("wb") as log:

@@ -2,14 +2,17 @@
 
 A producer sends usage events at a steady rate for a fixed time. Event time runs fast, tied to
 the wall clock: an event produced at wall time w has occurred_at = E0 + (w - W0) * speed, so
-every event-time instant has a wall-clock instant. Every message carries its produce time as
-its Kafka timestamp, and so does every record the worker writes (its producer stamps them when
-the worker hands them over).
+every event-time instant has a wall-clock instant. Every live message carries its produce time
+as its Kafka timestamp. The alerts topic and the customers changelog are created with
+`message.timestamp.type=LogAppendTime`: the broker stamps each record the worker writes as it
+appends it, so a latency ends when the record is on the topic, where a consumer can read it, not
+when the worker's producer was handed it (a batch's records go out at its flush, which can come
+hundreds of milliseconds later).
 
 produce -> processed, per live event: from the event's produce timestamp to the timestamp of
 the first record on the customers table's changelog for that customer whose applied usage
-offset (`off`) reaches the event's offset: the moment the worker wrote the state that includes
-the event. The worker writes a changelog record for every changed customer once per batch.
+offset (`off`) reaches the event's offset: the moment the state that includes the event was on
+the changelog. The worker writes a changelog record for every changed customer once per batch.
 
 condition -> alert, per planted customer: planted customers stop using the product at spread
 moments. churnwatch's `inactive` rule holds as of day X once the days before X hold no usage
@@ -17,7 +20,7 @@ for `inactive_days` whole days, so X = (day of its last event) + 1 + inactive_da
 once per UTC day of event time, when a partition's watermark (newest event time less the
 allowed lateness) enters the day. "Condition true" is the event-time instant X starts (the day
 that completes the silence threshold ends); its wall instant follows from the mapping. The
-latency runs from there to the timestamp of the first alert naming `inactive` on the alerts
+latency runs from there to the append timestamp of the first alert naming `inactive` on the alerts
 topic: `escalated` when `usage_drop` had opened one for the customer before (it usually has:
 a week of silence halves the recent rate sooner). It includes, by design, the allowed lateness
 (lateness / speed of wall time), which is reported apart.
@@ -259,6 +262,12 @@ def condition_to_alert(
     }
 
 
+def timestamp_kinds(records: list[Any]) -> list[str]:
+    """The kinds of Kafka timestamp the records carry: `log_append` (stamped by the broker)
+    or `create` (by the producer)."""
+    return sorted({"log_append" if r.timestamp_type == 1 else "create" for r in records})
+
+
 def percentiles(values: list[float]) -> dict[str, Any]:
     """Nearest-rank p50/p99, max and mean (ms), rounded; None when there are no samples."""
     if not values:
@@ -333,6 +342,10 @@ def measure(
             "of_which_allowed_lateness_ms": round(lateness / plan.speed * 1000, 1),
         },
         "other_alerts_in_live_phase": silence["other_alerts"],
+        "worker_record_timestamps": {
+            "changelog": timestamp_kinds(changelog),
+            "alerts": timestamp_kinds(alerts),
+        },
         "worker_during_live_phase": busy,
         "definitions": DEFINITIONS,
     }
@@ -361,12 +374,13 @@ def _worker_busy(
 
 DEFINITIONS = {
     "produce_to_processed": (
-        "per live event: Kafka timestamp of the customers-changelog record whose applied usage "
-        "offset first reaches the event's offset (the worker wrote state including the event) "
-        "minus the event's produce timestamp"
+        "per live event: broker append timestamp of the customers-changelog record whose "
+        "applied usage offset first reaches the event's offset (state including the event is on "
+        "the changelog) minus the event's produce timestamp"
     ),
     "condition_to_alert": (
-        "per planted silent customer: Kafka timestamp of its first alert naming `inactive` "
+        "per planted silent customer: broker append timestamp of its first alert naming "
+        "`inactive` "
         "(opened, or escalated from an earlier usage_drop alert), minus the wall instant mapped "
         "to the start of day X = day of its last event + 1 + inactive_days (the event-time "
         "instant the silence threshold is met); includes the allowed lateness, in wall time"

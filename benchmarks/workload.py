@@ -140,11 +140,25 @@ def heartbeat_time(last_event_time: float) -> float:
     return next_day + HEARTBEAT_AFTER_DAY_SECONDS
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create fresh topics and wait until every partition has a leader."""
+def create_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create fresh topics (with topic configs by name) and wait until every partition has
+    a leader."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="churnwatch-bench")
+    configs = configs or {}
     try:
-        spec = {name: {"num_partitions": partitions, "replication_factor": 1} for name in names}
+        spec = {
+            name: {
+                "num_partitions": partitions,
+                "replication_factor": 1,
+                **({"configs": configs[name]} if name in configs else {}),
+            }
+            for name in names
+        }
         admin.create_topics(spec, timeout_ms=30_000)
         admin.wait_for_topics(names, timeout_ms=30_000)
     finally:

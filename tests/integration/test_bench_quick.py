@@ -57,6 +57,9 @@ def test_quick_benchmark_writes_a_complete_result(kafka_bootstrap: str, tmp_path
     assert live["produce_to_processed"]["uncovered_events"] == 0
     assert live["condition_to_alert"]["samples"] == live["condition_to_alert"]["alerts_expected"]
     assert live["condition_to_alert"]["alerts_missing"] == 0
+    # Latencies end when the worker's records are on their topics (the broker's stamp).
+    appended = ["log_append"]
+    assert live["worker_record_timestamps"] == {"changelog": appended, "alerts": appended}
 
     stamped = list(out.glob("*-quick.json"))
     assert len(stamped) == 1
