@@ -354,10 +354,15 @@ class IngestBatch:
     ) -> None:
         """What a partition's part of a batch (or of a clock advance) found, sent on: its
         low-engagement cutoffs kept, its alerts and health published, its expired customers
-        forgotten, its closed periods stored."""
+        forgotten, its closed periods stored.
+
+        Alerts are flushed at once: on-call waits for them, and the batch's next partitions
+        may each evaluate a whole day (hundreds of milliseconds) before its own flush."""
         if result.cutoffs is not None:
             self.cutoffs[partition] = result.cutoffs
-        await self._publish_all(result.alerts, now)
+        if result.alerts:
+            await self._publish_all(result.alerts, now)
+            await self._flush()
         await self._publish_health(result.health)
         await self._forget(result.expired, store)
         for closed in result.closed:
@@ -384,13 +389,23 @@ class IngestBatch:
         go out (sending one can wait for the producer's buffer) persists some records
         without their clock, the case above, never a clock ahead of the records it counted
         (the next owner would then call the batch's events late).
+
+        The records are flushed too: left in the producer's buffer, they would reach the
+        changelog only when the next batch's work let the producer's sender run (up to a
+        whole batch later, a day's evaluation included).
         """
+        await self._flush()
+        if await store.flush():
+            await self._emitter.flush()
+        for clock in clocks:
+            self._clocks.save(clock)
+
+    async def _flush(self) -> None:
+        """Wait for what was sent since the last flush to be on the broker (nothing sent:
+        nothing to wait for)."""
         if self._unflushed:
             await self._emitter.flush()
             self._unflushed = False
-        await store.flush()
-        for clock in clocks:
-            self._clocks.save(clock)
 
     async def _unread_inputs(self, clock: PartitionClock) -> frozenset[str]:
         """Inputs of the clock's partition with messages beyond those processed so far."""
