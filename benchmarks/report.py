@@ -232,7 +232,7 @@ def _latency_lines(latency: dict[str, Any]) -> list[str]:
         "",
         "| measure | samples | p50 ms | p99 ms | max ms |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| produce → processed (state written) | {processed['samples']:,} "
+        f"| produce → processed (state on the changelog) | {processed['samples']:,} "
         f"| {_num(processed['p50_ms'], 1)} | {_num(processed['p99_ms'], 1)} "
         f"| {_num(processed['max_ms'], 1)} |",
         f"| condition true → alert on churnwatch.alerts | {alert['samples']:,} "
