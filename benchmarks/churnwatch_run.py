@@ -121,7 +121,7 @@ class WorkerProcess:
         if create_topics:
             # The broker stamps alerts and changelog records as it appends them: latency is
             # measured to the moment a record is on the topic, not to when the worker's
-            # producer was handed it (the batch's flush can come long after).
+            # producer was handed it (it may wait in the producer's buffer).
             appended = {"message.timestamp.type": "LogAppendTime"}
             _create_topics(
                 self.bootstrap,

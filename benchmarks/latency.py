@@ -6,8 +6,8 @@ every event-time instant has a wall-clock instant. Every live message carries it
 as its Kafka timestamp. The alerts topic and the customers changelog are created with
 `message.timestamp.type=LogAppendTime`: the broker stamps each record the worker writes as it
 appends it, so a latency ends when the record is on the topic, where a consumer can read it, not
-when the worker's producer was handed it (a batch's records go out at its flush, which can come
-hundreds of milliseconds later).
+when the worker's producer was handed it (the two differ by however long the record waited in
+the producer's buffer: up to a whole batch before the worker flushed its records).
 
 produce -> processed, per live event: from the event's produce timestamp to the timestamp of
 the first record on the customers table's changelog for that customer whose applied usage
@@ -380,9 +380,9 @@ DEFINITIONS = {
     ),
     "condition_to_alert": (
         "per planted silent customer: broker append timestamp of its first alert naming "
-        "`inactive` "
-        "(opened, or escalated from an earlier usage_drop alert), minus the wall instant mapped "
-        "to the start of day X = day of its last event + 1 + inactive_days (the event-time "
-        "instant the silence threshold is met); includes the allowed lateness, in wall time"
+        "`inactive` (opened, or escalated from an earlier usage_drop alert), minus the wall "
+        "instant mapped to the start of day X = day of its last event + 1 + inactive_days (the "
+        "event-time instant the silence threshold is met); includes the allowed lateness, in "
+        "wall time"
     ),
 }
