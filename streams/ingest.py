@@ -6,6 +6,7 @@ messages, an in-memory emitter and an in-memory period sink.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,10 @@ from streams.deadletters import dead_letter_headers
 from streams.state import ClockBook, DecodedRecords, PartitionIndex, TableChangelog, TableStore
 
 log = structlog.get_logger(__name__)
+
+# Long enough for the producer's sender task to wake and write what a batch sent to the socket
+# (a few turns of the event loop, microseconds each).
+SENDER_TURN_SECONDS = 0.001
 
 
 class Message(Protocol):
@@ -390,13 +395,15 @@ class IngestBatch:
         without their clock, the case above, never a clock ahead of the records it counted
         (the next owner would then call the batch's events late).
 
-        The records are flushed too: left in the producer's buffer, they would reach the
-        changelog only when the next batch's work let the producer's sender run (up to a
-        whole batch later, a day's evaluation included).
+        The records then get a turn of the event loop (`SENDER_TURN_SECONDS`): left in the
+        producer's buffer, they would reach the changelog only when the next batch's work let
+        the producer's sender run (up to a whole batch later, a day's evaluation included).
+        Their acknowledgement is not waited for: the broker appends them while the next batch
+        is processed (a period's close rewrites every record: megabytes).
         """
         await self._flush()
         if await store.flush():
-            await self._emitter.flush()
+            await asyncio.sleep(SENDER_TURN_SECONDS)
         for clock in clocks:
             self._clocks.save(clock)
 
