@@ -308,3 +308,29 @@ def test_the_producer_takes_a_batchs_records_for_a_partition_in_one_request(
     assert producer["max_batch_size"] == PRODUCER_BATCH_BYTES
     assert PRODUCER_BATCH_BYTES >= 1_000 * 300
     assert producer["max_batch_size"] < producer["max_request_size"]
+
+
+def test_a_batchs_records_get_a_turn_of_the_event_loop_once_written(
+    tmp_path: Path, emitter: ListEmitter
+) -> None:
+    # The producer's sender is a task on the same loop: a batch that returned without a turn
+    # left its records in the producer's buffer until the next batch's work was done.
+    worker = plain_worker(tmp_path, emitter)
+    topic = worker.settings.topics.usage
+    seen_written: list[bool] = []
+
+    async def ticker() -> None:
+        while True:
+            seen_written.append("c-1" in worker.customers.data)
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)  # the ticker's first look: nothing written yet
+        await worker.ingest.handle([Msg(topic, 0, 0, b"c-1", usage("c-1", START))])
+        ticking.cancel()
+
+    asyncio.run(scenario())
+
+    assert seen_written[0] is False
+    assert seen_written[-1] is True  # the loop turned after c-1's record was written
