@@ -7,7 +7,7 @@ as its Kafka timestamp. The alerts topic and the customers changelog are created
 `message.timestamp.type=LogAppendTime`: the broker stamps each record the worker writes as it
 appends it, so a latency ends when the record is on the topic, where a consumer can read it, not
 when the worker's producer was handed it (the two differ by however long the record waited in
-the producer's buffer: up to a whole batch before the worker flushed its records).
+the producer's buffer: up to a whole batch before each batch gave the producer's sender a turn).
 
 produce -> processed, per live event: from the event's produce timestamp to the timestamp of
 the first record on the customers table's changelog for that customer whose applied usage
@@ -262,10 +262,15 @@ def condition_to_alert(
     }
 
 
+LOG_APPEND_TIME = 1  # a record's `timestamp_type` when the broker stamped it (0: the producer)
+
+
 def timestamp_kinds(records: list[Any]) -> list[str]:
     """The kinds of Kafka timestamp the records carry: `log_append` (stamped by the broker)
     or `create` (by the producer)."""
-    return sorted({"log_append" if r.timestamp_type == 1 else "create" for r in records})
+    return sorted(
+        {"log_append" if r.timestamp_type == LOG_APPEND_TIME else "create" for r in records}
+    )
 
 
 def percentiles(values: list[float]) -> dict[str, Any]:

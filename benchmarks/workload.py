@@ -155,7 +155,7 @@ def create_topics(
             name: {
                 "num_partitions": partitions,
                 "replication_factor": 1,
-                **({"configs": configs[name]} if name in configs else {}),
+                "configs": configs.get(name, {}),
             }
             for name in names
         }

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
+from streams.app import PRODUCER_BATCH_BYTES
 from streams.ingest import SENDER_TURN_SECONDS
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ def test_a_turn_of_the_loop_puts_buffered_records_on_the_broker(
     create_topics([topic], 1)
 
     async def scenario() -> tuple[int, int]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=512 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, max_batch_size=PRODUCER_BATCH_BYTES
+        )
         await producer.start()
         try:
             await producer.send_and_wait(topic, b"warm-up", partition=0)  # metadata known
