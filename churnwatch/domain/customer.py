@@ -10,6 +10,7 @@ from churnwatch.domain.alerts import OpenAlert, Severity
 from churnwatch.domain.billing import Account, BillingEvent, Timeline
 from churnwatch.domain.dedupe import RecentIds
 from churnwatch.domain.engagement import DailyRing, active_slots, day_of
+from churnwatch.domain.periods import Granularity, starts_period
 
 RECORD_VERSION: Final = 2  # 2: the ring holds its active days only (1, every day, still reads)
 READABLE_VERSIONS: Final = (1, 2)
@@ -86,10 +87,27 @@ class CustomerState:
         return day in self.active_marks
 
     def mark_activity(self, period_start_day: int, window_days: int) -> None:
-        """Remember activity at a period start before the ring forgets it."""
+        """Remember activity at a period start before the ring forgets it (once: marking
+        again changes nothing)."""
+        if period_start_day in self.active_marks:
+            return
         if self.ring.active_between(period_start_day - window_days, period_start_day - 1):
-            marks = (*self.active_marks, period_start_day)
-            self.active_marks = marks[-ACTIVITY_MARKS_KEPT:]
+            marks = sorted((*self.active_marks, period_start_day))
+            self.active_marks = tuple(marks[-ACTIVITY_MARKS_KEPT:])
+
+    def keep_activity_before(self, oldest: int, granularity: Granularity, window_days: int) -> None:
+        """Mark activity at each period start whose activity window begins on a day the
+        ring is about to forget (those before `oldest`), so that `active_at` still answers
+        once the ring cannot. Days of a window are final by then (the ring forgets no day a
+        day still to be evaluated reads), so a mark made now is the one made at the period's
+        close; a close then rewrites no record for it."""
+        ring = self.ring
+        if not ring.active:
+            return  # nothing held: no window it forgets had activity
+        # Days after the head hold nothing: a window starting there was inactive.
+        for first_day in range(ring.oldest_day, min(oldest, ring.head_day + 1)):
+            if starts_period(first_day + window_days, granularity):
+                self.mark_activity(first_day + window_days, window_days)
 
     def to_plain(self) -> dict[str, Any]:
         """Plain form for the changelog; compact keys, versioned."""

@@ -124,10 +124,9 @@ class DailyRing:
         Days from `keep_from` on that the ring holds are kept: it grows rather than forget them.
         """
         if day > self.head_day:
-            if keep_from is not None:
-                needed = day - max(keep_from, self.oldest_day) + 1
-                if needed > self.size:
-                    self._resize(needed)
+            needed = day - self.oldest_after_add(day, keep_from) + 1
+            if needed > self.size:
+                self._resize(needed)
             self._advance(day)
         elif day < self.oldest_day:
             return False
@@ -137,6 +136,14 @@ class DailyRing:
         self.users[slot] |= user_bit
         self.kinds[slot] |= kind_bit
         return True
+
+    def oldest_after_add(self, day: int, keep_from: int | None = None) -> int:
+        """The oldest day the ring holds once `add` moved its head to `day` (a later day):
+        what it forgets is every day before this one."""
+        oldest = day - self.size + 1
+        if keep_from is None:
+            return oldest
+        return min(oldest, max(keep_from, self.oldest_day))
 
     def breadth_between(self, first_day: int, last_day: int) -> tuple[float, float]:
         """Estimated distinct (users, event types) over days first_day..last_day inclusive."""
@@ -181,11 +188,17 @@ class DailyRing:
     def fit(self, size: int, keep_from: int) -> bool:
         """Shrink a grown ring back towards `size`, keeping days from `keep_from` on; True
         when it shrank."""
-        wanted = max(size, self.head_day - keep_from + 1)
-        if wanted >= self.size:
+        oldest = self.oldest_after_fit(size, keep_from)
+        if oldest <= self.oldest_day:
             return False
-        self._resize(wanted)
+        self._resize(self.head_day - oldest + 1)
         return True
+
+    def oldest_after_fit(self, size: int, keep_from: int) -> int:
+        """The oldest day the ring holds once `fit(size, keep_from)` shrank it (its oldest
+        day now when it would not shrink)."""
+        wanted = max(size, self.head_day - keep_from + 1)
+        return max(self.oldest_day, self.head_day - wanted + 1)
 
     def _runs(self, first_day: int, last_day: int) -> tuple[tuple[int, int], ...]:
         """The slots of the days first_day..last_day the ring holds, in day order, as at most

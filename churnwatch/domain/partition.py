@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 from churnwatch.domain.alerts import AlertEvent, AlertPolicy, Assessment, assess, next_transition
@@ -270,7 +271,7 @@ class PartitionEngine:
                 state = CustomerState.new(customer_id, clock.partition, None, self.ring_days)
             applying[customer_id, kind] = offset
             if type(item) is BillingEvent:
-                applied = _apply_billing(state, offset, item)
+                applied = _apply_billing(state, offset, item, self._billing_fold(clock))
             else:
                 assert isinstance(item, UsageEvent)
                 applied = self._apply_usage(state, offset, item, milestones, clock, result)
@@ -305,8 +306,10 @@ class PartitionEngine:
                 return False
         day = day_of(at)
         ring = state.ring
-        # Only a newer day makes the ring forget: what to keep is asked only then.
-        keep_from = self._keep_from(clock, state) if day > ring.head_day else None
+        keep_from = None
+        if day > ring.head_day:  # only a newer day makes the ring forget: asked only then
+            keep_from = self._keep_from(clock, state)
+            self._keep_activity(state, ring.oldest_after_add(day, keep_from))
         if not ring.add(
             day,
             event.quantity,
@@ -325,6 +328,19 @@ class PartitionEngine:
             state.last_seen = at
         state.events += 1
         return True
+
+    def _billing_fold(self, clock: PartitionClock) -> float | None:
+        """Where billing timelines fold their history (None: no day evaluated yet)."""
+        if clock.evaluated_day is None:
+            return None
+        return _billing_fold_horizon(
+            clock.evaluated_day, self.granularity, self.thresholds.downgrade_window_days
+        )
+
+    def _keep_activity(self, state: CustomerState, oldest: int) -> None:
+        """Before its ring forgets the days before `oldest`: keep the activity at period
+        starts that the figures of a period still to close read."""
+        state.keep_activity_before(oldest, self.granularity, self.policy.activity_window_days)
 
     def _keep_from(self, clock: PartitionClock, state: CustomerState) -> int | None:
         """The oldest day of the customer's ring that a day still to evaluate reads."""
@@ -412,37 +428,18 @@ class PartitionEngine:
         for state in store.in_partition(partition) if held is None else held:
             if not _due(state, as_of_day, day_start):
                 continue
-            if ended is not None:
-                self._fold_history(state, ended, store)
-            if state.customer_id in expiring:  # folding its history changes no verdict
+            if state.customer_id in expiring:
                 self._expire(state, as_of_day, store, result)
                 continue
             segment = self.segment_labels(state, as_of_day)
             self._evaluate(state, as_of_day, segment, cutoffs.get(segment), store, result)
             state.evaluated_day = as_of_day  # written with the record's next change
-            if state.ring.size > self.ring_days and state.ring.fit(
-                self.ring_days, as_of_day + 1 - self.window_days
-            ):
-                store.put(state)
+            if state.ring.size > self.ring_days:
+                keep_from = as_of_day + 1 - self.window_days
+                self._keep_activity(state, state.ring.oldest_after_fit(self.ring_days, keep_from))
+                if state.ring.fit(self.ring_days, keep_from):
+                    store.put(state)
         result.cutoffs = cutoffs
-
-    def _fold_history(self, state: CustomerState, ended: Period, store: CustomerStore) -> None:
-        """Fold the history a customer no longer needs once a period has ended.
-
-        One period more is kept than the figures need: a crash can keep a batch's records
-        without its clock, and the batch read again closes its periods again with records
-        that hold its folds. Folding from the period before the one that ended keeps that
-        exact for a lost batch that closed up to two periods (a known limit beyond).
-        """
-        keep_from = min(
-            ended.previous().start,
-            ended.end - (self.thresholds.downgrade_window_days + 1) * SECONDS_PER_DAY,
-        )
-        marks = state.active_marks
-        state.mark_activity(day_of(ended.end), self.policy.activity_window_days)
-        compacted = state.billing is not None and state.billing.compact(keep_from)
-        if compacted or state.active_marks != marks:
-            store.put(state)
 
     def _full(self, clock: PartitionClock, store: CustomerStore) -> bool:
         """The partition tracks as many customers as the cap allows: no new one fits."""
@@ -574,9 +571,32 @@ def _kind(item: Item) -> str:
     return "billing" if isinstance(item, BillingEvent) else "usage"
 
 
-def _apply_billing(state: CustomerState, offset: int, event: BillingEvent) -> bool:
-    """Apply one on-time billing event; False when its event_id is already in the timeline."""
+def _apply_billing(
+    state: CustomerState, offset: int, event: BillingEvent, fold_before: float | None
+) -> bool:
+    """Apply one on-time billing event; False when its event_id is already in the timeline.
+
+    The timeline then folds its changes older than `fold_before` into its base: the record is
+    written anyway, and a timeline grows only by such events."""
     state.billing_offset = offset
     if state.billing is None:
         state.billing = Timeline()
-    return state.billing.insert(event)
+    applied = state.billing.insert(event)
+    if fold_before is not None:
+        state.billing.compact(fold_before)
+    return applied
+
+
+@lru_cache(maxsize=64)
+def _billing_fold_horizon(
+    evaluated_day: int, granularity: Granularity, downgrade_window_days: int
+) -> float:
+    """Billing changes before this time no figure or rule reads any more, once the days up to
+    `evaluated_day` are evaluated: the figures of the last period closed read from its start,
+    and downgrade rules `downgrade_window_days` back. One period more is kept than the figures
+    need: a crash can keep a batch's records without its clock, and the batch read again closes
+    its periods again with records that hold its folds. Folding from the period before the last
+    one closed keeps that exact for a lost batch that closed up to two periods (a known limit
+    beyond, docs/reliability.md)."""
+    closed = period_of(evaluated_day * SECONDS_PER_DAY, granularity).previous()
+    return min(closed.previous().start, closed.end - (downgrade_window_days + 1) * SECONDS_PER_DAY)

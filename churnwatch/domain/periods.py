@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 Granularity = Literal["week", "month", "quarter"]
@@ -44,6 +44,19 @@ def period_of(timestamp: float, granularity: Granularity = "month") -> Period:
         return _period(start, _add_months(start, 3), label, granularity)
     start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
     return _period(start, _add_months(start, 1), f"{moment.year}-{moment.month:02d}", granularity)
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MONDAY_OFFSET = 3  # day 0, 1970-01-01, was a Thursday: (day + 3) % 7 == 0 on Mondays
+
+
+def starts_period(day: int, granularity: Granularity = "month") -> bool:
+    """Whether a period starts on the UTC day `day` (days since the epoch): calendar
+    arithmetic, no Period built (asked once per customer per day of usage)."""
+    if granularity == "week":
+        return (day + _MONDAY_OFFSET) % 7 == 0
+    calendar = date.fromordinal(day + _EPOCH_ORDINAL)
+    return calendar.day == 1 and (granularity == "month" or calendar.month % 3 == 1)
 
 
 def parse_period(label: str, granularity: Granularity | None = None) -> Period:

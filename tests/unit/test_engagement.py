@@ -264,7 +264,7 @@ def test_ring_of_the_needed_size_holds_the_window_behind_the_newest_event(
         st.tuples(st.integers(0, 80), st.integers(0, 80), st.booleans()), min_size=1, max_size=60
     ),
 )
-def test_a_ring_told_what_to_keep_grows_and_fits_back_without_changing_any_answer(
+def test_a_ring_told_what_to_keep_grows_and_fits_back_as_foretold_changing_no_answer(
     size: int, steps: list[tuple[int, int, bool]]
 ) -> None:
     # A reference ring large enough never to forget, and one that grows only when told to
@@ -277,11 +277,15 @@ def test_a_ring_told_what_to_keep_grows_and_fits_back_without_changing_any_answe
         keep_from = max(keep_from, ring.oldest_day, min(day, ring.head_day) - keep_shift // 10)
         if day < ring.oldest_day:
             continue
+        oldest = ring.oldest_after_add(day, keep_from) if day > ring.head_day else ring.oldest_day
         assert ring.add(day, 1.0 + day, breadth_bit(str(day)), 0, keep_from)
         reference.add(day, 1.0 + day, breadth_bit(str(day)))
+        assert ring.oldest_day == oldest  # as foretold: what it forgot is every day before
         assert ring.oldest_day <= keep_from
         if fit:
+            oldest = ring.oldest_after_fit(size, keep_from)
             ring.fit(size, keep_from)
+            assert ring.oldest_day == oldest
             assert ring.size >= size
         assert_inactive_slots_hold_zeros(ring)
         for first in range(keep_from, ring.head_day + 1):
