@@ -37,7 +37,7 @@ class CustomerState:
     alert: OpenAlert | None = None
     billing: Timeline | None = None
     # Period-start days (UTC) at which the customer was active, for boundaries the ring no
-    # longer covers; recorded when the partition's clock passes each period start.
+    # longer covers; recorded as the ring forgets the first day of each one's window.
     active_marks: tuple[int, ...] = ()
     # Activation milestones: the earliest event times of each milestone type, as many as needed.
     milestones: dict[str, tuple[float, ...]] = field(default_factory=dict)

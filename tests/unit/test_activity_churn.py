@@ -44,16 +44,26 @@ def engine_for(granularity: Granularity) -> PartitionEngine:
     )
 
 
-def items_of(active_days: Sequence[frozenset[int]], hour: int) -> list[Item]:
+def items_of(
+    active_days: Sequence[frozenset[int]], hour: int, billing_from: int | None = None
+) -> list[Item]:
     """One event per customer per active day (at `hour`), in event-time order, and a heartbeat
-    that closes every period ending by the last day."""
+    that closes every period ending by the last day.
+
+    With `billing_from`, a billing input is read too, its first heartbeat on that day and its
+    next only at the end: until then the watermark waits for it while usage is read ahead, and
+    rings grow to keep the days still to be evaluated (fitted back as they are)."""
     events = [
         UsageEvent(f"c{number}-{day}", f"c{number}", FIRST + day * DAY + hour * HOUR, "login")
         for number, days in enumerate(active_days)
         for day in days
     ]
     events.sort(key=lambda event: event.occurred_at)
-    return [*events, Heartbeat(FIRST + (DAYS + 1) * DAY + 2 * HOUR)]
+    end = FIRST + (DAYS + 1) * DAY + 2 * HOUR
+    if billing_from is None:
+        return [*events, Heartbeat(end)]
+    billing = Heartbeat(FIRST + billing_from * DAY, kind="billing")
+    return [billing, *events, Heartbeat(end), Heartbeat(end, kind="billing")]
 
 
 def closed_activity(
@@ -65,7 +75,7 @@ def closed_activity(
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(items)}), len(items)]
     for first, last in itertools.pairwise(bounds):
         batch = [(offset, items[offset]) for offset in range(first, last)]
-        backlog = frozenset({"usage"}) if last < len(items) else frozenset()
+        backlog = frozenset({"usage", "billing"}) if last < len(items) else frozenset()
         for period in engine.process(clock, batch, store, backlog).closed:
             assert period.period.label not in closed, f"{period.period.label} closed twice"
             figures = period.figures.values()
@@ -120,6 +130,7 @@ def customer_days(draw: st.DrawFn) -> frozenset[int]:
     hour=st.integers(0, 23),
     cuts=st.lists(st.integers(1, 400), max_size=4),
     decoding=st.booleans(),
+    billing_from=st.none() | st.integers(0, 60),
 )
 def test_closed_periods_count_activity_churn_by_the_definition(
     active_days: list[frozenset[int]],
@@ -127,8 +138,9 @@ def test_closed_periods_count_activity_churn_by_the_definition(
     hour: int,
     cuts: list[int],
     decoding: bool,
+    billing_from: int | None,
 ) -> None:
-    items = items_of(active_days, hour)
+    items = items_of(active_days, hour, billing_from)
     store = DecodingStore() if decoding else DictStore()
     assert closed_activity(items, granularity, cuts, store) == expected_activity(
         active_days, granularity

@@ -143,3 +143,29 @@ def test_billing_history_folds_when_the_next_billing_event_is_applied() -> None:
     assert (timeline.base_until, len(timeline.changes)) == (DEC, 3)
     assert timeline.at(DEC).subscribed
     assert timeline.at(FEB + 4 * HOUR).mrr_cents == 5_000
+
+
+def test_a_ring_grown_by_reading_ahead_keeps_the_activity_it_forgets_when_fitted_back() -> None:
+    # Billing lags at mid-December while usage is read to February 10: the watermark waits for
+    # billing, so rings grow to keep every day still to be evaluated. Billing then catches up,
+    # the days are evaluated, and each ring is fitted back: January 1's window (from December
+    # 18) is forgotten there, before January closes on February 1.
+    store, clock = WriteCountingStore(), PartitionClock(0)
+    billing_lags = frozenset({"billing"})
+    engine, window = ENGINE, ENGINE.policy.activity_window_days
+    ahead = [Heartbeat(DEC + 14 * DAY, kind="billing"), *daily_use(DEC, FEB + 10 * DAY)]
+    engine.process(clock, list(enumerate(ahead)), store, billing_lags)
+    jan_1 = day_of(JAN)
+    assert all(store.states[c].ring.oldest_day <= jan_1 - window for c in CUSTOMERS)  # grown
+    assert all(store.states[c].ring.size > engine.ring_days for c in CUSTOMERS)
+
+    caught_up = engine.process(
+        clock, [(len(ahead), Heartbeat(FEB + 10 * DAY, kind="billing"))], store
+    )
+
+    for customer in CUSTOMERS:
+        state = store.states[customer]
+        assert state.ring.oldest_day > jan_1 - window  # fitted back: the window is gone
+        assert jan_1 in state.active_marks
+    [january] = [closed for closed in caught_up.closed if closed.period.start == JAN]
+    assert sum(f.start_active_customers for f in january.figures.values()) == len(CUSTOMERS)
