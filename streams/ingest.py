@@ -399,7 +399,7 @@ class IngestBatch:
         producer's buffer, they would reach the changelog only when the next batch's work let
         the producer's sender run (up to a whole batch later, a day's evaluation included).
         Their acknowledgement is not waited for: the broker appends them while the next batch
-        is processed (a period's close rewrites every record: megabytes).
+        is processed (a batch of single events can write thousands of records: megabytes).
         """
         await self._flush()
         if await store.flush():

@@ -71,11 +71,12 @@ def closed_activity(
 ) -> dict[str, tuple[int, int]]:
     """Each closed period's (start active, churned active) customers, from the engine."""
     engine, clock = engine_for(granularity), PartitionClock(0)
+    inputs = frozenset(item.kind if isinstance(item, Heartbeat) else "usage" for item in items)
     closed: dict[str, tuple[int, int]] = {}
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(items)}), len(items)]
     for first, last in itertools.pairwise(bounds):
         batch = [(offset, items[offset]) for offset in range(first, last)]
-        backlog = frozenset({"usage", "billing"}) if last < len(items) else frozenset()
+        backlog = inputs if last < len(items) else frozenset()  # each has more to read
         for period in engine.process(clock, batch, store, backlog).closed:
             assert period.period.label not in closed, f"{period.period.label} closed twice"
             figures = period.figures.values()

@@ -57,13 +57,23 @@ def billing(customer: str, at: float, kind: BillingType) -> BillingEvent:
     return BillingEvent(f"{customer}-{kind}-{at}", customer, at, kind, mrr_cents=5_000, plan="pro")
 
 
-def fold(
-    engine: PartitionEngine, clock: PartitionClock, store: WriteCountingStore, items: list[Item]
-) -> BatchResult:
-    store.put_ids.clear()
-    offset = max([*clock.next_offsets.values(), 0])
-    clock.next_offsets["usage"] = offset + len(items)
-    return engine.process(clock, list(enumerate(items, start=offset)), store)
+class Partition:
+    """Partition 0 folded batch after batch, its offsets running on; notes each batch's puts."""
+
+    def __init__(self) -> None:
+        self.clock, self.store, self.next_offset = PartitionClock(0), WriteCountingStore(), 0
+
+    def fold(self, items: list[Item], backlog: frozenset[str] = frozenset()) -> BatchResult:
+        self.store.put_ids.clear()
+        batch = list(enumerate(items, start=self.next_offset))
+        self.next_offset += len(items)
+        return ENGINE.process(self.clock, batch, self.store, backlog)
+
+
+def start_active(result: BatchResult, period_start: float) -> int:
+    """Customers active at the start of the period the batch closed, starting then."""
+    [closed] = [closed for closed in result.closed if closed.period.start == period_start]
+    return sum(figures.start_active_customers for figures in closed.figures.values())
 
 
 def plain(store: DictStore) -> dict[str, dict[str, object]]:
@@ -82,45 +92,45 @@ def changed(result: BatchResult) -> set[str]:
 
 
 def test_closing_a_period_writes_only_records_whose_evaluation_changed() -> None:
-    store, clock = WriteCountingStore(), PartitionClock(0)
-    fold(ENGINE, clock, store, [*daily_use(DEC, FEB), Heartbeat(FEB - HOUR)])
-    before = plain(store)
+    partition = Partition()
+    partition.fold([*daily_use(DEC, FEB), Heartbeat(FEB - HOUR)])
+    before = plain(partition.store)
 
-    closing = fold(ENGINE, clock, store, [Heartbeat(FEB + 2 * HOUR)])
+    closing = partition.fold([Heartbeat(FEB + 2 * HOUR)])
 
     [january] = [closed for closed in closing.closed if closed.period.start == JAN]
     figures = list(january.figures.values())
     assert sum(f.start_active_customers for f in figures) == len(CUSTOMERS)
     assert sum(f.churned_active_customers for f in figures) == 0
-    assert store.put_ids <= changed(closing)
+    assert partition.store.put_ids <= changed(closing)
     unchanged = set(CUSTOMERS) - changed(closing)
     assert unchanged, "every customer changed: the test shows nothing"
-    after = plain(store)
+    after = plain(partition.store)
     for customer in unchanged:
         assert after[customer] == before[customer]
 
 
 def test_activity_at_a_period_start_is_kept_when_the_ring_forgets_its_window() -> None:
-    store, clock = WriteCountingStore(), PartitionClock(0)
-    fold(ENGINE, clock, store, [*daily_use(DEC, FEB), Heartbeat(FEB + 2 * HOUR)])
+    partition = Partition()
+    store = partition.store
+    partition.fold([*daily_use(DEC, FEB), Heartbeat(FEB + 2 * HOUR)])
     feb_1, window = day_of(FEB), ENGINE.policy.activity_window_days
     for customer in CUSTOMERS:  # the ring still holds February 1's window
         assert store.states[customer].ring.oldest_day <= feb_1 - window
         assert feb_1 not in store.states[customer].active_marks
 
     # A month of use: the ring forgets mid-January, where February 1's window began.
-    closing = fold(ENGINE, clock, store, [*daily_use(FEB, MAR), Heartbeat(MAR + 2 * HOUR)])
+    closing = partition.fold([*daily_use(FEB, MAR), Heartbeat(MAR + 2 * HOUR)])
 
     for customer in CUSTOMERS:
         state = store.states[customer]
         assert state.ring.oldest_day > feb_1 - window
         assert feb_1 in state.active_marks
-    [february] = [closed for closed in closing.closed if closed.period.start == FEB]
-    assert sum(f.start_active_customers for f in february.figures.values()) == len(CUSTOMERS)
+    assert start_active(closing, FEB) == len(CUSTOMERS)
 
 
 def test_billing_history_folds_when_the_next_billing_event_is_applied() -> None:
-    store, clock = WriteCountingStore(), PartitionClock(0)
+    partition = Partition()
     customer = CUSTOMERS[0]
     history: list[Item] = [
         billing(customer, DEC - 20 * DAY, "subscription.started"),
@@ -128,16 +138,16 @@ def test_billing_history_folds_when_the_next_billing_event_is_applied() -> None:
         billing(customer, JAN + 3 * HOUR, "subscription.renewed"),
         Heartbeat(FEB - HOUR),
     ]
-    fold(ENGINE, clock, store, history)
+    partition.fold(history)
 
-    closing = fold(ENGINE, clock, store, [Heartbeat(FEB + 2 * HOUR)])
+    closing = partition.fold([Heartbeat(FEB + 2 * HOUR)])
 
-    assert customer not in store.put_ids - changed(closing)
-    timeline = store.states[customer].billing
+    assert customer not in partition.store.put_ids - changed(closing)
+    timeline = partition.store.states[customer].billing
     assert timeline is not None
     assert len(timeline.changes) == 3  # nothing folded by the close
 
-    fold(ENGINE, clock, store, [billing(customer, FEB + 3 * HOUR, "subscription.renewed")])
+    partition.fold([billing(customer, FEB + 3 * HOUR, "subscription.renewed")])
 
     # Folded up to the period before the one closed: December's start.
     assert (timeline.base_until, len(timeline.changes)) == (DEC, 3)
@@ -150,22 +160,18 @@ def test_a_ring_grown_by_reading_ahead_keeps_the_activity_it_forgets_when_fitted
     # billing, so rings grow to keep every day still to be evaluated. Billing then catches up,
     # the days are evaluated, and each ring is fitted back: January 1's window (from December
     # 18) is forgotten there, before January closes on February 1.
-    store, clock = WriteCountingStore(), PartitionClock(0)
-    billing_lags = frozenset({"billing"})
-    engine, window = ENGINE, ENGINE.policy.activity_window_days
+    partition = Partition()
+    store = partition.store
     ahead = [Heartbeat(DEC + 14 * DAY, kind="billing"), *daily_use(DEC, FEB + 10 * DAY)]
-    engine.process(clock, list(enumerate(ahead)), store, billing_lags)
-    jan_1 = day_of(JAN)
+    partition.fold(ahead, backlog=frozenset({"billing"}))
+    jan_1, window = day_of(JAN), ENGINE.policy.activity_window_days
     assert all(store.states[c].ring.oldest_day <= jan_1 - window for c in CUSTOMERS)  # grown
-    assert all(store.states[c].ring.size > engine.ring_days for c in CUSTOMERS)
+    assert all(store.states[c].ring.size > ENGINE.ring_days for c in CUSTOMERS)
 
-    caught_up = engine.process(
-        clock, [(len(ahead), Heartbeat(FEB + 10 * DAY, kind="billing"))], store
-    )
+    caught_up = partition.fold([Heartbeat(FEB + 10 * DAY, kind="billing")])
 
     for customer in CUSTOMERS:
         state = store.states[customer]
         assert state.ring.oldest_day > jan_1 - window  # fitted back: the window is gone
         assert jan_1 in state.active_marks
-    [january] = [closed for closed in caught_up.closed if closed.period.start == JAN]
-    assert sum(f.start_active_customers for f in january.figures.values()) == len(CUSTOMERS)
+    assert start_active(caught_up, JAN) == len(CUSTOMERS)
